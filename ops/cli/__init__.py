@@ -1,0 +1,1 @@
+"""click adapters: parse, call one service, render."""

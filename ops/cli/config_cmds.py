@@ -1,0 +1,99 @@
+"""`ops config show|validate` and `ops init`: thin adapters over ops.config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ops.config.loader import LoadedConfig, display_path, load_config
+from ops.config.scaffold import InitResult, init_project
+
+SHOW_SCHEMA = "ops.config_show/1"
+
+
+def _project_config(ctx: click.Context) -> Path | None:
+    """The root group's --project-config, when there is a root group that stored it."""
+    obj = ctx.find_object(dict)
+    value = obj.get("project_config") if obj else None
+    return Path(value) if value is not None else None
+
+
+@click.group("config")
+def config_group() -> None:
+    """Show or check configs/ops/project.json (with project.local.json merged over it)."""
+
+
+@config_group.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON document (ops.config_show/1).")
+@click.pass_context
+def show_command(ctx: click.Context, as_json: bool) -> None:
+    """Every effective value with the file it came from, and each preset's override form."""
+    loaded = load_config(_project_config(ctx))
+    click.echo(render_show_json(loaded) if as_json else render_show_text(loaded))
+
+
+@config_group.command("validate")
+@click.pass_context
+def validate_command(ctx: click.Context) -> None:
+    """Check the config; exit 2 with one `dotted.path: message` line per problem."""
+    loaded = load_config(_project_config(ctx))
+    click.echo(render_validate(loaded))
+
+
+@click.command("init")
+@click.option("--name", help="Project name (default: this directory's name, sanitized).")
+@click.option("--force", is_flag=True, help="Replace an existing configs/ops/project.json.")
+def init_command(name: str | None, force: bool) -> None:
+    """Create configs/ops/project.json with a `smoke` preset in the current directory."""
+    result = init_project(Path.cwd(), name=name, force=force)
+    click.echo(render_init(result))
+
+
+def show_document(loaded: LoadedConfig) -> dict[str, Any]:
+    return {
+        "schema": SHOW_SCHEMA,
+        "config_path": str(loaded.path),
+        "local_path": str(loaded.local_path) if loaded.local_path else None,
+        "values": [
+            {"path": path, "value": value, "source": source}
+            for path, value, source in loaded.provenance()
+        ],
+    }
+
+
+def render_show_json(loaded: LoadedConfig) -> str:
+    return json.dumps(show_document(loaded), indent=2)
+
+
+def render_show_text(loaded: LoadedConfig) -> str:
+    overlay = display_path(loaded.local_path) if loaded.local_path else "none"
+    lines = [f"# config: {display_path(loaded.path)}", f"# overlay: {overlay}"]
+    lines += [
+        f"{path} = {json.dumps(value)}  [{source}]" for path, value, source in loaded.provenance()
+    ]
+    for name, preset in sorted(loaded.config.presets.items()):
+        lines.append(
+            f"# preset {name}: overrides as {preset.override_format!r}: {preset.override_form()}"
+        )
+    return "\n".join(lines)
+
+
+def render_validate(loaded: LoadedConfig) -> str:
+    count = len(loaded.config.presets)
+    noun = "preset" if count == 1 else "presets"
+    line = f"ok: {display_path(loaded.path)} ({count} {noun})"
+    if loaded.local_path:
+        line += f"\n  merged: {display_path(loaded.local_path)}"
+    return line
+
+
+def render_init(result: InitResult) -> str:
+    lines = [f"created {display_path(path)}" for path in result.created]
+    lines += [f"updated {display_path(path)}" for path in result.changed]
+    lines.append(
+        f"project {result.name!r}: try `ops config validate`, then `ops run submit --preset smoke`"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,47 @@
+"""Text rendering of command results (JSON output is the results themselves)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+
+def echo_json(doc: Any) -> None:
+    click.echo(json.dumps(doc, indent=2, sort_keys=False))
+
+
+def table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=False)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
+             for row in [headers, *rows]]
+    return "\n".join(lines)
+
+
+def _num(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def runs_table(runs: Sequence[dict[str, Any]]) -> str:
+    if not runs:
+        return "no runs"
+    rows = [[r["run_id"], str(r.get("status")), _num(r.get("preset")), _num(r.get("step")),
+             _num(r.get("started_at") or r.get("created_at")),
+             "yes" if r.get("tmux_alive") else "no"] for r in runs]
+    return table(rows, ["RUN", "STATUS", "PRESET", "STEP", "STARTED", "TMUX"])
+
+
+def run_detail(run: dict[str, Any]) -> str:
+    keys = ["run_id", "status", "reason", "preset", "kind", "run_dir", "created_at",
+            "started_at", "ended_at", "elapsed_s", "exit_code", "phase", "step",
+            "heartbeat_age_s", "rss_bytes", "gpu_memory_bytes", "tmux_session", "tmux_alive"]
+    lines = [f"{k:17} {run[k]}" for k in keys if run.get(k) is not None]
+    failure = run.get("failure")
+    if failure:
+        lines.append(f"{'failure':17} {failure.get('class')}: {failure.get('message')}")
+    for name, value in sorted((run.get("metrics_final") or {}).items()):
+        lines.append(f"  {name:15} {value:g}")
+    lines += [f"note: {n}" for n in run.get("notes", [])]
+    return "\n".join(lines)

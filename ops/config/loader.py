@@ -1,0 +1,247 @@
+"""Find, read, merge and validate configs/ops/project.json (+ the project.local.json overlay).
+
+Every problem comes out as a ConfigError or NotFoundError a user can act on: malformed JSON
+with its line and column, and one `dotted.path: message` line per validation problem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from ops.config.models import CommandPreset, OverrideValue, ProjectConfig
+from ops.config.overrides import parse_sets
+from ops.errors import ConfigError, NotFoundError
+
+PROJECT_RELPATH = Path("configs/ops/project.json")
+LOCAL_NAME = "project.local.json"
+ENV_VAR = "OPS_PROJECT_CONFIG"
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    config: ProjectConfig
+    path: Path
+    local_path: Path | None
+    repo_root: Path
+    merged: dict[str, Any]
+    project_data: dict[str, Any] = field(default_factory=dict)
+    local_data: dict[str, Any] | None = None
+
+    def provenance(self) -> list[tuple[str, object, str]]:
+        """Every leaf of the effective config: (dotted path, value, source file or default)."""
+        dumped = self.config.model_dump(mode="json", by_alias=True)
+        return [
+            (".".join(parts), value, source_of(parts, self.project_data, self.local_data))
+            for parts, value in iter_leaves(dumped)
+        ]
+
+
+@dataclass(frozen=True)
+class ResolvedPreset:
+    name: str
+    preset: CommandPreset
+    overrides_set: dict[str, object]
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the current directory when inside it, else absolute."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):  # outside the current directory, or it is gone
+        return str(path)
+
+
+def find_project_config(explicit: Path | None = None, cwd: Path | None = None) -> Path:
+    """--project-config, else $OPS_PROJECT_CONFIG, else configs/ops/project.json upwards."""
+    chosen = explicit if explicit is not None else _env_path()
+    if chosen is not None:
+        if not chosen.is_file():
+            problem = "is not a file" if chosen.exists() else "does not exist"
+            raise NotFoundError(f"project config {chosen} {problem}")
+        return chosen.resolve()
+    start = (cwd or Path.cwd()).resolve()
+    for directory in (start, *start.parents):
+        candidate = directory / PROJECT_RELPATH
+        if candidate.is_file():
+            return candidate
+    raise NotFoundError(
+        f"no {PROJECT_RELPATH} in {start} or any parent directory",
+        hint="run `ops init` in the repository root, or pass --project-config PATH",
+    )
+
+
+def _env_path() -> Path | None:
+    value = os.environ.get(ENV_VAR, "").strip()
+    return Path(value).expanduser() if value else None
+
+
+def repo_root_of(path: Path) -> Path:
+    """<root> for <root>/configs/ops/project.json, else the file's own directory."""
+    parent = path.parent
+    if parent.name == "ops" and parent.parent.name == "configs":
+        return parent.parent.parent
+    return parent
+
+
+def load_config(explicit: Path | None = None, cwd: Path | None = None) -> LoadedConfig:
+    path = find_project_config(explicit, cwd)
+    project_data = read_json_object(path)
+    local_path = path.with_name(LOCAL_NAME)
+    local_data = read_json_object(local_path) if local_path.is_file() else None
+    merged = deep_merge(project_data, local_data or {})
+    try:
+        config = ProjectConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise _invalid(exc, path, merged, local_data) from None
+    return LoadedConfig(
+        config=config,
+        path=path,
+        local_path=local_path if local_data is not None else None,
+        repo_root=repo_root_of(path),
+        merged=merged,
+        project_data=project_data,
+        local_data=local_data,
+    )
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """Parse a JSON file that must hold an object; no NaN/Infinity, no duplicate keys."""
+    shown = display_path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{shown}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{shown}: not UTF-8 text ({exc.reason})") from None
+    try:
+        doc = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{shown}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+    except ValueError as exc:
+        raise ConfigError(f"{shown}: invalid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{shown}: expected a JSON object at the top level")
+    return doc
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in doc:
+            raise ValueError(f"duplicate key {key!r}")
+        doc[key] = value
+    return doc
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def deep_merge(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """``overlay`` over ``base``: dicts merge recursively, lists and scalars replace."""
+    merged = dict(base)
+    for key, value in overlay.items():
+        below = merged.get(key)
+        if isinstance(below, dict) and isinstance(value, dict):
+            merged[key] = deep_merge(below, value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def iter_leaves(doc: Any, parts: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """Leaves of a JSON document; lists and empty dicts count as leaves."""
+    if isinstance(doc, dict) and doc:
+        for key, value in doc.items():
+            yield from iter_leaves(value, (*parts, str(key)))
+    else:
+        yield parts, doc
+
+
+def source_of(
+    parts: Sequence[str], project: Mapping[str, Any], local: Mapping[str, Any] | None
+) -> str:
+    if local is not None and _lookup(local, parts) is not _MISSING:
+        return LOCAL_NAME
+    if _lookup(project, parts) is not _MISSING:
+        return PROJECT_RELPATH.name
+    return "default"
+
+
+def _lookup(doc: Any, parts: Sequence[str]) -> Any:
+    for part in parts:
+        if not isinstance(doc, dict) or part not in doc:
+            return _MISSING
+        doc = doc[part]
+    return doc
+
+
+def error_path(loc: Sequence[int | str], data: Any) -> list[str]:
+    """A pydantic error location as path parts, without discriminator tags.
+
+    A tagged union adds the tag (e.g. "command") to the location although the document has
+    no such key: a part that is not a key but equals the object's "kind" is skipped.
+    """
+    parts: list[str] = []
+    for part in loc:
+        if isinstance(data, dict) and part not in data and data.get("kind") == part:
+            continue
+        parts.append(str(part))
+        data = data.get(part) if isinstance(data, dict) else _index(data, part)
+    return parts
+
+
+def _index(data: Any, part: int | str) -> Any:
+    if isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+        return data[part]
+    return None
+
+
+def validation_details(
+    exc: ValidationError, merged: Mapping[str, Any], local: Mapping[str, Any] | None = None
+) -> list[str]:
+    """One `dotted.path: message` line per problem, marking values from the overlay."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        parts = error_path(error["loc"], merged)
+        message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown field (not allowed here)"
+        where = ".".join(parts) or "(top level)"
+        from_local = local is not None and _lookup(local, parts) is not _MISSING
+        lines.append(f"{where}: {message}" + (f" (set in {LOCAL_NAME})" if from_local else ""))
+    return lines
+
+
+def _invalid(
+    exc: ValidationError,
+    path: Path,
+    merged: Mapping[str, Any],
+    local: Mapping[str, Any] | None,
+) -> ConfigError:
+    overlay = f" (with {LOCAL_NAME} merged over it)" if local is not None else ""
+    return ConfigError(
+        f"{display_path(path)}{overlay} is invalid",
+        details=validation_details(exc, merged, local),
+    )
+
+
+def resolve_preset(config: ProjectConfig, name: str, sets: Sequence[str] = ()) -> ResolvedPreset:
+    """The named preset with its --set values applied to a copy of its overrides."""
+    preset = config.presets.get(name)
+    if preset is None:
+        known = ", ".join(sorted(config.presets)) or "none defined"
+        raise ConfigError(f"unknown preset {name!r} (known: {known})")
+    typed: dict[str, OverrideValue] = parse_sets(name, preset.overrides, sets)
+    updated = preset.model_copy(update={"overrides": {**preset.overrides, **typed}}, deep=True)
+    return ResolvedPreset(name=name, preset=updated, overrides_set=dict(typed))

@@ -1,0 +1,251 @@
+"""The shape of configs/ops/project.json: pydantic models, every one closed (extra="forbid").
+
+The JSON Schema in schemas/project.schema.json is generated from these models
+(`python -m ops.config.schema`); a test fails when the committed file drifts.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from pathlib import PurePosixPath
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from runner.contract import DEFAULT_REQUIRED
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+OVERRIDE_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
+KNOWN_PRESET_KINDS = ("command",)
+
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN)]
+OverrideKey = Annotated[str, StringConstraints(pattern=OVERRIDE_KEY_PATTERN)]
+OverrideValue = str | int | float | bool
+
+# The override forms ops documents, and what each is for (docs/reference/config.md).
+OVERRIDE_FORMS: dict[str, str] = {
+    "--{key}={value}": "upstream nanoGPT configurator (--key=value)",
+    "{key}={value}": "nanoGPT forks and Hydra (key=value)",
+    "--{key} {value}": "argparse (--key value, two argv items)",
+}
+
+
+# dicts whose keys have a pattern: the schema must reject other keys too, not just allow these
+_KEYS_ONLY: dict[str, Any] = {"json_schema_extra": {"additionalProperties": False}}
+
+
+class _Closed(BaseModel):
+    # attribute docstrings become descriptions in the generated JSON Schema (editor tooltips)
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class ProjectSection(_Closed):
+    name: Name
+    """Project name: part of the default remote outputs dir and of W&B defaults."""
+    remote_outputs_dir: str | None = None
+    """Root of run directories on a remote host; default /mnt/runs/<name>."""
+    local_outputs_dir: str = "runs"
+    """Root for runs on host `local`, relative to the repo root (<root>/<dir>/<name>)."""
+    default_host: str | None = None
+    """Host used when a command gets no --host; none means `local`."""
+    ops_home: str = "~/.pod-ops"
+    """Where ops keeps its git mirror, worktrees and runner venv on a host."""
+
+    def outputs_dir(self) -> str:
+        """Root of the run directories on a remote host."""
+        return self.remote_outputs_dir or f"/mnt/runs/{self.name}"
+
+
+class WandbSection(_Closed):
+    mode: Literal["auto", "online", "offline", "disabled"] = "disabled"
+    """W&B mode: auto, online, offline or disabled (no W&B at all)."""
+    project: str | None = None
+    """W&B project name."""
+    entity: str | None = None
+    """W&B entity (user or team)."""
+
+
+class StorageSection(_Closed):
+    artifacts_dir: str = "artifacts/runs"
+    """Where `ops run fetch` puts run directories, relative to the repo root."""
+    wandb: WandbSection = Field(default_factory=WandbSection)
+    """Weights & Biases logging."""
+
+
+class TmuxSection(_Closed):
+    socket: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]+$")] = "ops"
+    """tmux socket name (tmux -L) of the dedicated ops server."""
+    watch_interval_sec: float = Field(5.0, gt=0, le=3600)
+    """Seconds between heartbeats."""
+    heartbeat_file: Literal["heartbeat.json"] = "heartbeat.json"
+    """Heartbeat file name in the run directory (fixed by the contract)."""
+    stall_after_intervals: int = Field(3, ge=2)
+    """A run whose heartbeat is this many intervals old is stalled."""
+
+
+class ArtifactContract(_Closed):
+    required: list[str] = Field(default_factory=lambda: list(DEFAULT_REQUIRED))
+    """Files `ops validate` requires in every finished run directory."""
+
+
+class SecretsSection(_Closed):
+    env: list[EnvName] = Field(default_factory=list)
+    """Environment variables forwarded from the submitter to the workload; values redacted."""
+    files: list[str] = Field(default_factory=list)
+    """Credential files on the host (e.g. ~/.netrc) whose values are redacted from logs."""
+
+
+class HostConfig(_Closed):
+    address: str = Field(min_length=1)
+    """ssh alias from ~/.ssh/config, or user@host[:port]."""
+    outputs_dir: str | None = None
+    """Outputs root on this host; default project.remote_outputs_dir."""
+    ops_home: str | None = None
+    """ops home on this host; default project.ops_home."""
+
+
+class Limits(_Closed):
+    rss_limit_mb: float | None = Field(None, gt=0)
+    """Abort the run when its resident memory exceeds this many MiB."""
+    gpu_mem_limit_mb: float | None = Field(None, gt=0)
+    """Abort the run when its GPU memory exceeds this many MiB."""
+    grace_sec: float = Field(10.0, ge=0)
+    """Seconds between SIGTERM and SIGKILL when the run is stopped."""
+    timeout_sec: float | None = Field(None, gt=0)
+    """Stop the run (status timeout) after this many seconds."""
+    no_progress_sec: float | None = Field(None, gt=0)
+    """Abort the run when its step has not advanced for this many seconds."""
+
+
+class StdoutMetric(_Closed):
+    pattern: str
+    """Regex over stdout lines; named groups become metrics, (?P<step>...) the step."""
+
+    @field_validator("pattern")
+    @classmethod
+    def _named_group(cls, value: str) -> str:
+        try:
+            compiled = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
+        if not set(compiled.groupindex) - {"step"}:
+            raise ValueError(
+                "pattern needs at least one named group other than 'step', "
+                "e.g. 'loss (?P<loss>[0-9.eE+-]+)'"
+            )
+        return value
+
+
+class DatasetRef(_Closed):
+    name: str
+    """Dataset name recorded in dataset_manifest.json."""
+    dir: str
+    """Dataset directory on the host; {data_dir} in argv."""
+
+
+class CommandPreset(_Closed):
+    kind: Literal["command"]
+    """Preset kind."""
+    description: str = ""
+    """One line shown in listings."""
+    command: list[str] = Field(min_length=1)
+    """argv of the workload; placeholders such as {run_dir} and {out_dir} are filled in."""
+    config: str | None = None
+    """Config file passed as a positional argument after command."""
+    overrides: dict[OverrideKey, OverrideValue] = Field(default_factory=dict, **_KEYS_ONLY)
+    """Values rendered with override_format after config; `--set key=value` changes them."""
+    override_format: str = "--{key}={value}"
+    """Template for one override: --{key}={value}, {key}={value} or --{key} {value}."""
+    cwd: str = "."
+    """Working directory, relative to the code checkout."""
+    env: dict[EnvName, str] = Field(default_factory=dict, **_KEYS_ONLY)
+    """Extra environment variables (not secrets: they are recorded)."""
+    dataset: DatasetRef | None = None
+    """Dataset described in dataset_manifest.json."""
+    out_dir: str = "{run_dir}/out"
+    """Directory for the workload's own files; {out_dir} in argv."""
+    metrics_from_stdout: list[StdoutMetric] = Field(default_factory=list)
+    """Regexes that turn stdout lines into metrics.jsonl records."""
+    summary_from: str | None = None
+    """A JSON file the workload writes; its numbers are lifted into the metrics."""
+    best: dict[str, Literal["min", "max"]] = Field(default_factory=dict)
+    """Metrics to track the best value of, and whether lower or higher is better."""
+    secrets_env: list[EnvName] = Field(default_factory=list)
+    """More environment variables to forward for this preset (see secrets.env)."""
+    secrets_files: list[str] = Field(default_factory=list)
+    """More credential files to redact for this preset (see secrets.files)."""
+    limits: Limits = Field(default_factory=Limits)
+    """Watchdog limits."""
+    python: bool | None = None
+    """Whether the workload is Python; null means command[0] starts with python."""
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _known_kind(cls, value: Any) -> Any:
+        if value not in KNOWN_PRESET_KINDS:
+            known = ", ".join(KNOWN_PRESET_KINDS)
+            raise ValueError(f"unknown preset kind {value!r} (known kinds: {known})")
+        return value
+
+    @field_validator("override_format")
+    @classmethod
+    def _format_fields(cls, value: str) -> str:
+        try:
+            fields = {name for _, name, _, _ in string.Formatter().parse(value) if name}
+        except ValueError as exc:
+            raise ValueError(f"invalid template {value!r}: {exc}") from None
+        if fields != {"key", "value"}:
+            raise ValueError(
+                f"must contain {{key}} and {{value}} and no other fields, got {value!r}; "
+                'forms: "--{key}={value}", "{key}={value}", "--{key} {value}"'
+            )
+        return value
+
+    @field_validator("cwd")
+    @classmethod
+    def _relative_cwd(cls, value: str) -> str:
+        path = PurePosixPath(value)
+        if path.is_absolute() or value.startswith("~"):
+            raise ValueError(f"must be relative to the checkout, got {value!r}")
+        if ".." in path.parts:
+            raise ValueError(f"must stay inside the checkout ('..' is not allowed), got {value!r}")
+        return value
+
+    def is_python(self) -> bool:
+        """Whether the workload is a Python process (explicit, or command[0] is python*)."""
+        if self.python is not None:
+            return self.python
+        return PurePosixPath(self.command[0]).name.startswith("python")
+
+    def override_form(self) -> str:
+        """A short description of how this preset renders its overrides."""
+        return OVERRIDE_FORMS.get(self.override_format, f"custom template {self.override_format}")
+
+
+# Issue 4 adds `monai_seg`: then Preset becomes
+# Annotated[CommandPreset | MonaiSegPreset, Field(discriminator="kind")].
+Preset = CommandPreset
+
+
+class ProjectConfig(_Closed):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, populate_by_name=True)
+
+    schema_: str | None = Field(None, alias="$schema", title="$schema")
+    """JSON Schema reference for editors."""
+    project: ProjectSection
+    """The project."""
+    storage: StorageSection = Field(default_factory=StorageSection)
+    """Local artifacts and W&B."""
+    tmux: TmuxSection = Field(default_factory=TmuxSection)
+    """tmux server and heartbeat timing."""
+    artifact_contract: ArtifactContract = Field(default_factory=ArtifactContract)
+    """What a finished run directory must contain."""
+    secrets: SecretsSection = Field(default_factory=SecretsSection)
+    """Secrets forwarded to every preset."""
+    hosts: dict[Name, HostConfig] = Field(default_factory=dict, **_KEYS_ONLY)
+    """Static hosts by name; host `local` is built in."""
+    presets: dict[Name, Preset] = Field(default_factory=dict, **_KEYS_ONLY)
+    """Presets by name."""

@@ -1,0 +1,64 @@
+"""The host interface and the record every host command returns."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ops.errors import ConflictError, HostError, NotFoundError, OpsError, UsageError
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    host: str
+    argv: tuple[str, ...]
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+class HostCommandError(HostError):
+    """A host command exited non-zero; the full result rides along."""
+
+    def __init__(self, result: ExecResult):
+        tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
+        super().__init__(f"{result.argv[0]} on {result.host} exited with {result.exit_code}",
+                         details=tail)
+        self.result = result
+
+
+class Host(Protocol):
+    name: str
+
+    def exec(self, argv: Sequence[str], *, input_text: str | None = None, check: bool = True,
+             timeout: float | None = None) -> ExecResult: ...
+
+    def runner_argv(self) -> list[str]: ...
+
+
+_RUNNER_ERRORS: dict[str, type[OpsError]] = {
+    "usage": UsageError, "not_found": NotFoundError, "conflict": ConflictError,
+}
+
+
+def call_runner(host: Host, args: Sequence[str], *, input_text: str | None = None,
+                timeout: float | None = None) -> dict[str, Any]:
+    """Run one runner verb on the host and return its JSON answer (one round trip)."""
+    result = host.exec([*host.runner_argv(), *args], input_text=input_text, check=False,
+                       timeout=timeout)
+    try:
+        doc = json.loads(result.stdout.strip().splitlines()[-1]) if result.stdout.strip() else None
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and "error" in doc:
+        err = doc["error"]
+        raise _RUNNER_ERRORS.get(err.get("kind"), OpsError)(str(err.get("message")))
+    if not result.ok or not isinstance(doc, dict):
+        raise HostCommandError(result)
+    return doc

@@ -1,0 +1,45 @@
+"""LocalHost: the embedded default; host commands are local processes (one helper runs them)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ops.errors import HostError
+from ops.hosts.base import ExecResult, HostCommandError
+from runner.workload_command import scrubbed_env
+
+
+def run_local(argv: Sequence[str], *, cwd: Path | None = None, input_text: str | None = None,
+              check: bool = True, timeout: float | None = None,
+              env: dict[str, str] | None = None, host: str = "local") -> ExecResult:
+    """The one place ops starts a local process. The environment is scrubbed by default."""
+    try:
+        proc = subprocess.run(list(argv), cwd=cwd, input=input_text, capture_output=True,
+                              text=True, timeout=timeout, check=False,
+                              env=scrubbed_env() if env is None else env)
+    except FileNotFoundError as exc:
+        raise HostError(f"{argv[0]} not found on {host}", hint="install it or fix PATH") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise HostError(f"{argv[0]} on {host} took longer than {timeout} s") from exc
+    result = ExecResult(host, tuple(argv), proc.returncode, proc.stdout, proc.stderr)
+    if check and not result.ok:
+        raise HostCommandError(result)
+    return result
+
+
+class LocalHost:
+    name = "local"
+
+    def exec(self, argv: Sequence[str], *, input_text: str | None = None, check: bool = True,
+             timeout: float | None = None) -> ExecResult:
+        return run_local(argv, input_text=input_text, check=check, timeout=timeout)
+
+    def runner_argv(self) -> list[str]:
+        return [sys.executable, "-m", "runner"]
+
+    def expand(self, path: str) -> str:
+        return os.path.expanduser(path)

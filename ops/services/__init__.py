@@ -1,0 +1,1 @@
+"""Services: what commands do, independent of click."""

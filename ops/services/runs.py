@@ -1,0 +1,123 @@
+"""Run services: submit, list, status, tail, cancel. Commands call these; these call hosts."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ops.config.loader import LoadedConfig, resolve_preset
+from ops.errors import RunOutcome, UsageError
+from ops.gitinfo import code_info
+from ops.hosts.base import Host, call_runner
+from ops.hosts.local import LocalHost
+from ops.services.spec import HostPaths, build_spec, local_outputs_root, secret_values
+from runner import contract
+
+TAIL_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Target:
+    """A host and where runs live on it."""
+
+    host: Host
+    paths: HostPaths
+
+    def run_dir(self, run_id: str) -> str:
+        try:
+            contract.validate_run_id(run_id)
+        except contract.ContractError as exc:
+            raise UsageError(str(exc)) from exc
+        return f"{self.paths.outputs_root.rstrip('/')}/{run_id}"
+
+
+def local_target(loaded: LoadedConfig) -> Target:
+    home = os.path.expanduser(loaded.config.project.ops_home)
+    return Target(LocalHost(), HostPaths(str(local_outputs_root(loaded)), home))
+
+
+@dataclass(frozen=True)
+class Submitted:
+    run_id: str
+    run_dir: str
+    host: str
+    tmux_session: str
+    tmux_socket: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": "ops.run_submit/1", "run_id": self.run_id, "run_dir": self.run_dir,
+                "host": self.host, "tmux_session": self.tmux_session,
+                "tmux_socket": self.tmux_socket}
+
+
+def submit(loaded: LoadedConfig, target: Target, preset: str, sets: Sequence[str] = (),
+           run_id: str | None = None, environ: Mapping[str, str] | None = None) -> Submitted:
+    """Validate everything first; only then create the run dir and launch it (one round trip)."""
+    resolved = resolve_preset(loaded.config, preset, sets)
+    try:
+        run_id = contract.validate_run_id(run_id) if run_id else contract.new_run_id(preset)
+    except contract.ContractError as exc:
+        raise UsageError(str(exc)) from exc
+    secrets = secret_values(loaded, resolved, os.environ if environ is None else environ)
+    spec = build_spec(loaded, resolved, run_id, target.paths, code_info(loaded.repo_root),
+                      sorted(secrets))
+    payload = json.dumps({"spec": spec, "secrets": secrets})
+    answer = call_runner(target.host, ["submit", target.paths.outputs_root], input_text=payload)
+    return Submitted(answer["run_id"], answer["run_dir"], target.host.name,
+                     answer["tmux_session"], answer["tmux_socket"])
+
+
+def list_runs(target: Target) -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = call_runner(target.host,
+                                             ["status", target.paths.outputs_root])["runs"]
+    return runs
+
+
+def run_status(target: Target, run_id: str) -> dict[str, Any]:
+    target.run_dir(run_id)
+    runs = call_runner(target.host, ["status", target.paths.outputs_root, run_id])["runs"]
+    status: dict[str, Any] = runs[0]
+    return status
+
+
+def cancel(target: Target, run_id: str, wait_s: float = 120.0) -> dict[str, Any]:
+    answer = call_runner(target.host, ["cancel", target.run_dir(run_id), "--wait", str(wait_s)])
+    return answer
+
+
+def tail(target: Target, run_id: str, write: Callable[[bytes], None], *, follow: bool = False,
+         lines: int | None = None, poll_s: float = 1.0,
+         sleep: Callable[[float], None] = time.sleep) -> str | None:
+    """Write the log (the last ``lines`` lines, or all of it); with ``follow`` keep writing until
+    the run ends. Reads by byte offset, so each round trip resumes exactly where the last
+    stopped. Returns the run's final status once it has ended, else None."""
+    run_dir = target.run_dir(run_id)
+    offset: int | None = None
+    while True:
+        args = ["tail", run_dir, "--max-bytes", str(TAIL_CHUNK)]
+        if offset is not None:
+            args += ["--offset", str(offset)]
+        elif lines is not None:
+            args += ["--lines", str(lines)]
+        answer = call_runner(target.host, args)
+        write(base64.b64decode(answer["data_b64"]))
+        offset = int(answer["next_offset"])
+        if offset < int(answer["size"]):
+            continue  # more is already there
+        final = (answer.get("status") or {}).get("status")
+        if answer["ended"] or final in ("dead", "invalid"):
+            return str(final) if final else None
+        if not follow:
+            return None
+        sleep(poll_s)
+
+
+def raise_for_outcome(status: str | None) -> None:
+    if status is not None and status != "completed":
+        raise RunOutcome(status)

@@ -1,0 +1,97 @@
+"""Building spec.json: everything the runner needs to run a preset, and no secret values."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ops.config.loader import LoadedConfig, ResolvedPreset
+from ops.errors import UsageError
+from runner import contract
+
+
+@dataclass(frozen=True)
+class HostPaths:
+    """Where things live on the host a run goes to."""
+
+    outputs_root: str
+    ops_home: str
+
+
+def local_outputs_root(loaded: LoadedConfig) -> Path:
+    """project.remote_outputs_dir when it can be created and written, else <repo>/runs/<name>."""
+    project = loaded.config.project
+    preferred = Path(os.path.expanduser(project.outputs_dir()))
+    try:
+        preferred.mkdir(parents=True, exist_ok=True)
+        if os.access(preferred, os.W_OK | os.X_OK):
+            return preferred
+    except OSError:
+        pass
+    fallback = loaded.repo_root / project.local_outputs_dir / project.name
+    fallback.mkdir(parents=True, exist_ok=True)
+    return fallback
+
+
+def secret_values(loaded: LoadedConfig, resolved: ResolvedPreset,
+                  environ: Mapping[str, str]) -> dict[str, str]:
+    """Values of the forwarded secrets: a preset's own are required, the project's optional."""
+    preset_names = list(resolved.preset.secrets_env)
+    missing = [n for n in preset_names if not environ.get(n)]
+    if missing:
+        raise UsageError(f"preset {resolved.name!r} needs {', '.join(missing)} in the environment",
+                         hint="export them in the shell you run ops from; they are sent to the "
+                              "host out of band and never written to the run dir")
+    names = [*loaded.config.secrets.env, *preset_names]
+    return {n: environ[n] for n in dict.fromkeys(names) if environ.get(n)}
+
+
+def build_spec(loaded: LoadedConfig, resolved: ResolvedPreset, run_id: str, paths: HostPaths,
+               code: Mapping[str, Any], secret_names: list[str],
+               parent_run_id: str | None = None) -> dict[str, Any]:
+    cfg = loaded.config
+    preset = resolved.preset
+    limits = preset.limits
+    mib = 2**20
+    return {
+        "schema": contract.schema_tag("spec"),
+        "run_id": run_id,
+        "project": cfg.project.name,
+        "preset": resolved.name,
+        "kind": preset.kind,
+        "created_at": contract.iso(),
+        "parent_run_id": parent_run_id,
+        "sweep_id": None,
+        "code": dict(code),
+        "workload": {
+            "command": list(preset.command), "config": preset.config,
+            "overrides": dict(preset.overrides), "override_format": preset.override_format,
+            "cwd": preset.cwd, "env": dict(preset.env), "out_dir": preset.out_dir,
+            "python": preset.python,
+        },
+        "config": preset.model_dump(mode="json"),
+        "overrides": dict(resolved.overrides_set),
+        "limits": {
+            "rss_limit_bytes": int(limits.rss_limit_mb * mib) if limits.rss_limit_mb else None,
+            "gpu_mem_limit_bytes": (int(limits.gpu_mem_limit_mb * mib)
+                                    if limits.gpu_mem_limit_mb else None),
+            "grace_sec": limits.grace_sec, "timeout_sec": limits.timeout_sec,
+            "no_progress_sec": limits.no_progress_sec,
+        },
+        "heartbeat": {"interval_s": cfg.tmux.watch_interval_sec,
+                      "stall_after_intervals": cfg.tmux.stall_after_intervals},
+        "metrics": {"from_stdout": [{"pattern": m.pattern} for m in preset.metrics_from_stdout],
+                    "summary_from": preset.summary_from, "best": dict(preset.best)},
+        "dataset": preset.dataset.model_dump(mode="json") if preset.dataset else None,
+        "secrets": {
+            "env_names": secret_names,
+            "files": [*cfg.secrets.files, *preset.secrets_files],
+            "store": f"{paths.ops_home.rstrip('/')}/secrets/{run_id}.json",
+        },
+        "tmux": {"socket": cfg.tmux.socket},
+        "wandb": {"mode": cfg.storage.wandb.mode, "project": cfg.storage.wandb.project,
+                  "run_id": None, "url": None},
+    }

@@ -1,0 +1,91 @@
+"""`python -m runner VERB ...`: the host-side JSON CLI that ops calls (one question a call).
+
+Every verb prints one JSON document on stdout. Errors print {"error": {...}} and exit with
+2 (usage), 3 (not found), 4 (conflict) or 1 (failed). `exec` is the wrapper itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from runner import __version__, contract, status, verbs
+
+EXIT_BY_KIND = {"usage": 2, "not_found": 3, "conflict": 4, "failed": 1}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m runner", description=__doc__)
+    sub = parser.add_subparsers(dest="verb", required=True)
+    sub.add_parser("version", help="print the runner version")
+    p = sub.add_parser("submit", help="create a run dir from stdin {spec, secrets} and launch it")
+    p.add_argument("root", type=Path)
+    p = sub.add_parser("exec", help="run the wrapper for RUN_DIR (inside tmux)")
+    p.add_argument("run_dir", type=Path)
+    p = sub.add_parser("status", help="status of every run under ROOT, or of one")
+    p.add_argument("--json", action="store_true", help="accepted for symmetry; output is JSON")
+    p.add_argument("root", type=Path)
+    p.add_argument("run_id", nargs="?")
+    p = sub.add_parser("tail", help="bytes of stdout.log from an offset")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--offset", type=int)
+    p.add_argument("--lines", type=int)
+    p.add_argument("--max-bytes", type=int, default=1 << 20)
+    p = sub.add_parser("cancel", help="stop a run and wait for its summary")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--wait", type=float, default=60.0)
+    return parser
+
+
+def _run_dir_of(root: Path, run_id: str) -> Path:
+    try:
+        contract.validate_run_id(run_id)
+    except contract.ContractError as exc:
+        raise verbs.VerbError("usage", str(exc)) from exc
+    run_dir = root / run_id
+    if not run_dir.is_dir():
+        raise verbs.VerbError("not_found", f"no run {run_id!r} under {root}")
+    return run_dir
+
+
+def _dispatch(args: argparse.Namespace) -> Any:
+    if args.verb == "version":
+        return {"runner_version": __version__, "python": sys.executable}
+    if args.verb == "submit":
+        try:
+            payload = json.load(sys.stdin)
+        except ValueError as exc:
+            raise verbs.VerbError("usage", f"submit: stdin is not JSON: {exc}") from exc
+        return verbs.submit(args.root, payload)
+    if args.verb == "status":
+        if args.run_id:
+            return {"runs": [status.run_status(_run_dir_of(args.root, args.run_id))]}
+        return {"root": str(args.root), "runs": status.list_runs(args.root)}
+    if args.verb == "tail":
+        return verbs.tail(args.run_dir, args.offset, args.max_bytes, args.lines)
+    if args.verb == "cancel":
+        if not (args.run_dir / contract.SPEC).exists():
+            raise verbs.VerbError("not_found", f"no run at {args.run_dir}")
+        return verbs.cancel(args.run_dir, args.wait)
+    raise verbs.VerbError("usage", f"unknown verb {args.verb}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.verb == "exec":
+        from runner.wrapper import exec_run
+
+        return exec_run(args.run_dir)
+    try:
+        result = _dispatch(args)
+    except verbs.VerbError as exc:
+        json.dump({"error": {"kind": exc.kind, "message": exc.message}}, sys.stdout)
+        sys.stdout.write("\n")
+        return EXIT_BY_KIND.get(exc.kind, 1)
+    json.dump({"schema": f"ops.runner_{args.verb}/1", **result}, sys.stdout)
+    sys.stdout.write("\n")
+    return 0

@@ -1,0 +1,64 @@
+"""The one place the runner talks to tmux (through libtmux), on a dedicated socket.
+
+The server is started from a scrubbed environment, so `tmux -L <socket> show-environment -g`
+holds nothing the submitter had in theirs; a session only runs the wrapper, stdin /dev/null.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from runner import contract, workload_command
+
+_SESSION_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def session_name(run_id: str) -> str:
+    """tmux treats '.' and ':' as target separators: keep names plain."""
+    return "ops-" + _SESSION_UNSAFE.sub("_", run_id)
+
+
+@contextmanager
+def _scrubbed_environ() -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(workload_command.scrubbed_env(saved))
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _server(socket: str):  # type: ignore[no-untyped-def]  # libtmux ships no stable types
+    import libtmux
+
+    return libtmux.Server(socket_name=socket)
+
+
+def launch_wrapper(run_dir: Path, socket: str, session: str) -> None:
+    """Start `python -m runner exec RUN_DIR` in a new detached session."""
+    package_parent = Path(__file__).resolve().parent.parent
+    command = (shlex.join([sys.executable, "-m", "runner", "exec", str(run_dir)])
+               + f" </dev/null 2>>{shlex.quote(str(run_dir / contract.WRAPPER_LOG))}")
+    with _scrubbed_environ():
+        server = _server(socket)
+        server.new_session(session_name=session, attach=False, window_command=command,
+                           start_directory=str(package_parent), x=200, y=50)
+
+
+def live_sessions(socket: str) -> set[str]:
+    """Names of the sessions on the socket; an absent server means none."""
+    try:
+        server = _server(socket)
+        if not server.is_alive():
+            return set()
+        return {s.session_name for s in server.sessions if s.session_name}
+    except Exception:  # noqa: BLE001 - a missing tmux or server is "no sessions", not a failure
+        return set()

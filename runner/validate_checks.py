@@ -1,0 +1,312 @@
+"""Cross-file invariants (L3) and deep checks (L4) of a run directory.
+
+``runner.validate`` parses the files (L0 to L2) into a ``ParsedRun`` and calls the checks
+here; each check adds what it finds to a ``Findings``. Standard library only.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from runner import contract
+
+CHUNK_BYTES = 1 << 20
+SAME_RULE_LIMIT = 20  # findings kept per (file, rule); the rest are counted in one line
+CHECKPOINTS_PREFIX = f"{contract.CHECKPOINTS_DIR}/"
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One problem: ``file`` relative to the run dir ("." for the dir itself)."""
+
+    file: str
+    rule: str
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return asdict(self)
+
+
+@dataclass
+class Findings:
+    """Violations and warnings as the checks find them; a flood of one rule is cut short."""
+
+    violations: list[Violation] = field(default_factory=list)
+    warnings: list[Violation] = field(default_factory=list)
+    _counts: dict[tuple[bool, str, str], int] = field(default_factory=dict)
+
+    def fail(self, file: str, rule: str, message: str) -> None:
+        self._add(True, Violation(file, rule, message))
+
+    def warn(self, file: str, rule: str, message: str) -> None:
+        self._add(False, Violation(file, rule, message))
+
+    def _add(self, is_violation: bool, item: Violation) -> None:
+        key = (is_violation, item.file, item.rule)
+        self._counts[key] = self._counts.get(key, 0) + 1
+        if self._counts[key] <= SAME_RULE_LIMIT:
+            (self.violations if is_violation else self.warnings).append(item)
+
+    def close(self) -> None:
+        """Add one line per (file, rule) that was cut short, saying how many were left out."""
+        for (is_violation, file, rule), count in self._counts.items():
+            if count > SAME_RULE_LIMIT:
+                more = Violation(file, rule, f"... and {count - SAME_RULE_LIMIT} more like these")
+                (self.violations if is_violation else self.warnings).append(more)
+        self._counts.clear()
+
+
+@dataclass
+class ParsedRun:
+    """The contract files of one run dir that parsed and carry our schema tag."""
+
+    run_dir: Path
+    docs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    records: dict[str, list[tuple[int, dict[str, Any]]]] = field(default_factory=dict)
+
+    @property
+    def summary(self) -> dict[str, Any] | None:
+        return self.docs.get(contract.SUMMARY)
+
+    def summary_files(self) -> dict[str, Any]:
+        files = (self.summary or {}).get("files")
+        return files if isinstance(files, dict) else {}
+
+
+Check = Callable[[ParsedRun, Findings], None]
+
+
+# ---------------------------------------------------------------------------
+# digests
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def digest_problem(path: Path, recorded: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(kind, message) when ``path`` does not match its recorded size and sha256, else None.
+
+    kind is ``missing`` (absent or unreadable), ``size`` or ``sha256``; a sha256 that is not
+    recorded is not checked.
+    """
+    size, sha = recorded.get("size"), recorded.get("sha256")
+    try:
+        if not path.is_file():
+            return "missing", "does not exist"
+        actual_size = path.stat().st_size
+        if isinstance(size, int) and actual_size != size:
+            return "size", f"size is {actual_size} bytes, recorded {size}"
+        actual_sha = sha256_file(path) if isinstance(sha, str) else sha
+    except OSError as exc:
+        return "missing", f"unreadable: {exc}"
+    if actual_sha != sha:
+        return "sha256", f"sha256 is {str(actual_sha)[:12]}..., recorded {str(sha)[:12]}..."
+    return None
+
+
+def inside(base: Path, relative: object) -> Path | None:
+    """``base / relative`` when ``relative`` is a relative path without '..', else None."""
+    if not isinstance(relative, str) or not relative:
+        return None
+    rel = PurePosixPath(relative)
+    if rel.is_absolute() or ".." in rel.parts:
+        return None
+    return base / rel
+
+
+# ---------------------------------------------------------------------------
+# L3: cross-file invariants
+
+
+def check_run_ids(run: ParsedRun, out: Findings) -> None:
+    expected = run.run_dir.name
+    try:
+        contract.validate_run_id(expected)
+    except contract.ContractError as exc:
+        out.fail(".", "L3.run-id", f"the run dir name is not a run id: {exc}")
+    for name, doc in run.docs.items():
+        if doc.get("run_id") != expected:
+            out.fail(name, "L3.run-id", f"run_id is {doc.get('run_id')!r}, the dir is {expected!r}")
+    for name, records in run.records.items():
+        for line, record in records:
+            if "run_id" in record and record["run_id"] != expected:
+                got = record["run_id"]
+                out.fail(
+                    name, "L3.run-id", f"line {line}: run_id is {got!r}, the dir is {expected!r}"
+                )
+
+
+def check_time_order(run: ParsedRun, out: Findings) -> None:
+    pairs = (
+        (contract.SUMMARY, "started_at", "ended_at"),
+        (contract.METADATA, "created_at", "started_at"),
+    )
+    for name, first, then in pairs:
+        doc = run.docs.get(name)
+        if doc is None or first not in doc or then not in doc:
+            continue
+        try:
+            early, late = contract.parse_iso(doc[first]), contract.parse_iso(doc[then])
+        except (TypeError, ValueError) as exc:
+            out.fail(name, "L3.time-order", f"cannot compare {first} and {then}: {exc}")
+            continue
+        if late < early:
+            gap = _seconds(early - late)
+            out.fail(name, "L3.time-order", f"{then} is {gap} s before {first}")
+
+
+def _seconds(delta: _dt.timedelta) -> str:
+    return f"{delta.total_seconds():.3f}"
+
+
+def check_status(run: ParsedRun, out: Findings) -> None:
+    summary = run.summary
+    if summary is None:
+        return
+    status, ok, code = summary.get("status"), summary.get("ok"), summary.get("exit_code")
+    for problem in _status_problems(status, ok, code, summary.get("failure")):
+        out.fail(contract.SUMMARY, "L3.status-consistency", problem)
+    exit_doc = run.docs.get(contract.EXIT)
+    if exit_doc is not None and "exit_code" in exit_doc and exit_doc["exit_code"] != code:
+        out.fail(
+            contract.SUMMARY,
+            "L3.status-consistency",
+            f"exit_code is {code!r} but exit.json says {exit_doc['exit_code']!r}",
+        )
+
+
+def _status_problems(status: object, ok: object, code: object, failure: object) -> Iterator[str]:
+    if status not in contract.RECORDED_STATUSES:
+        yield f"status {status!r} is not one of {', '.join(contract.RECORDED_STATUSES)}"
+    if isinstance(ok, bool) and ok != (status == "completed"):
+        yield f"ok is {str(ok).lower()} but status is {status!r} (ok means completed)"
+    if status == "completed" and not (type(code) is int and code == 0):
+        yield f"status is completed but exit_code is {code!r}"
+    if status == "completed" and failure is not None:
+        yield "status is completed but failure is set"
+
+
+def check_finite_metrics(run: ParsedRun, out: Findings) -> None:
+    for line, record in run.records.get(contract.METRICS, []):
+        for key in _non_finite(record.get("metrics")):
+            out.fail(contract.METRICS, "L3.finite-metrics", f"line {line}: {key} is not finite")
+    summary = run.summary or {}
+    for section in ("metrics_final", "metrics_best"):
+        for key in _non_finite(summary.get(section)):
+            out.fail(contract.SUMMARY, "L3.finite-metrics", f"{section}.{key} is not finite")
+
+
+def _non_finite(metrics: object) -> list[str]:
+    if not isinstance(metrics, dict):
+        return []
+    return [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+
+
+def check_writer(run: ParsedRun, out: Findings) -> None:
+    summary = run.summary
+    if summary is not None and summary.get("written_by") not in contract.WRITERS:
+        got = summary.get("written_by")
+        out.fail(contract.SUMMARY, "L3.writer", f"written_by is {got!r}, not wrapper or runner")
+
+
+def check_contract_violations(run: ParsedRun, out: Findings) -> None:
+    entries = (run.summary or {}).get("contract_violations")
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        file = entry.get("file") if isinstance(entry.get("file"), str) else contract.SUMMARY
+        message = f"the workload replaced this file: {entry.get('message', '')}"
+        if entry.get("kept_as"):
+            message += f" (its copy is kept as {entry['kept_as']})"
+        out.fail(str(file), "L3.contract-file-replaced", message)
+
+
+def check_file_digests(run: ParsedRun, out: Findings) -> None:
+    for relative, recorded in sorted(run.summary_files().items()):
+        if relative.startswith(CHECKPOINTS_PREFIX) or not isinstance(recorded, dict):
+            continue
+        path = inside(run.run_dir, relative)
+        if path is None:
+            out.fail(relative, "L3.file-digest", "summary.json lists a path outside the run dir")
+            continue
+        problem = digest_problem(path, recorded)
+        if problem is not None:
+            message = f"{problem[1]}: the file changed after summary.json was written"
+            out.fail(relative, "L3.file-digest", message)
+
+
+L3_CHECKS: tuple[Check, ...] = (
+    check_run_ids,
+    check_time_order,
+    check_status,
+    check_finite_metrics,
+    check_writer,
+    check_contract_violations,
+    check_file_digests,
+)
+
+
+# ---------------------------------------------------------------------------
+# L4: dataset and checkpoint contents
+
+
+def check_dataset(run: ParsedRun, out: Findings) -> None:
+    manifest = run.docs.get(contract.DATASET_MANIFEST)
+    if manifest is None:
+        return
+    root = Path(str(manifest.get("root", "")))
+    if not root.is_dir():
+        out.fail(contract.DATASET_MANIFEST, "L4.dataset-missing", f"dataset root {root} is absent")
+        return
+    files = manifest.get("files")
+    for entry in files if isinstance(files, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        path = inside(root, entry.get("path"))
+        if path is None:
+            out.fail(
+                contract.DATASET_MANIFEST, "L4.dataset-missing", f"bad path {entry.get('path')!r}"
+            )
+            continue
+        problem = digest_problem(path, entry)
+        if problem is not None:
+            out.fail(str(path), f"L4.dataset-{problem[0]}", problem[1])
+
+
+def check_checkpoints(run: ParsedRun, out: Findings) -> None:
+    if run.summary is None:
+        out.warn(contract.CHECKPOINTS_DIR, "L4.checkpoints", "not checked: no usable summary.json")
+        return
+    listed = {k: v for k, v in run.summary_files().items() if k.startswith(CHECKPOINTS_PREFIX)}
+    for relative, recorded in sorted(listed.items()):
+        path = inside(run.run_dir, relative)
+        if path is None or not isinstance(recorded, dict):
+            out.fail(relative, "L4.checkpoint-digest", "not a usable entry of summary.json files")
+            continue
+        problem = digest_problem(path, recorded)
+        if problem is not None:
+            out.fail(relative, "L4.checkpoint-digest", problem[1])
+    for relative in _files_under(run.run_dir, contract.CHECKPOINTS_DIR):
+        if relative not in listed:
+            out.warn(relative, "L4.checkpoint-unlisted", "not listed in summary.json files")
+
+
+def _files_under(run_dir: Path, subdir: str) -> list[str]:
+    base = run_dir / subdir
+    if not base.is_dir():
+        return []
+    return sorted(p.relative_to(run_dir).as_posix() for p in base.rglob("*") if p.is_file())
+
+
+L4_CHECKS: tuple[Check, ...] = (check_dataset, check_checkpoints)

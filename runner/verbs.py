@@ -1,0 +1,133 @@
+"""The runner's host-side verbs that ops calls: submit, cancel, tail.
+
+Each answers one question in one call and returns a JSON-able dict; failures raise
+VerbError with a kind that the CLI maps to an exit code.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from runner import contract, redact, tmux
+from runner.status import run_status, wrapper_alive
+
+
+class VerbError(Exception):
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind  # usage | not_found | conflict | failed
+        self.message = message
+
+
+def submit(root: Path, payload: dict[str, Any]) -> dict[str, Any]:
+    spec = payload.get("spec")
+    if not isinstance(spec, dict):
+        raise VerbError("usage", "submit expects {'spec': {...}, 'secrets': {...}} on stdin")
+    try:
+        run_id = contract.validate_run_id(spec.get("run_id", ""))
+        run_dir = contract.make_run_dir(root, run_id)
+    except contract.RunDirExists as exc:
+        raise VerbError("conflict", str(exc)) from exc
+    except contract.ContractError as exc:
+        raise VerbError("usage", str(exc)) from exc
+    socket = spec.setdefault("tmux", {}).get("socket") or "ops"
+    session = spec["tmux"].setdefault("session", tmux.session_name(run_id))
+    secrets = payload.get("secrets") or {}
+    store = spec.setdefault("secrets", {}).get("store")
+    if secrets and store:
+        redact.write_store(Path(os.path.expanduser(store)), secrets)
+    else:
+        spec["secrets"]["store"] = None
+    contract.atomic_write_json(run_dir / contract.SPEC, spec)
+    try:
+        tmux.launch_wrapper(run_dir, socket, session)
+    except Exception as exc:  # noqa: BLE001 - any launch failure is recorded, then reported
+        _record_launch_failure(run_dir, run_id, f"tmux launch failed: {exc}")
+        if store:
+            with contextlib.suppress(FileNotFoundError):
+                Path(os.path.expanduser(store)).unlink()
+        raise VerbError("failed", f"could not launch {run_id} in tmux: {exc}") from exc
+    return {"run_id": run_id, "run_dir": str(run_dir), "tmux_session": session,
+            "tmux_socket": socket}
+
+
+def _record_launch_failure(run_dir: Path, run_id: str, message: str) -> None:
+    now = contract.iso()
+    contract.atomic_write_json(run_dir / contract.SUMMARY, {
+        "schema": contract.schema_tag("summary"), "run_id": run_id, "status": "failed",
+        "ok": False, "exit_code": None, "signal": None, "started_at": now, "ended_at": now,
+        "elapsed_s": 0.0, "metrics_final": {}, "metrics_best": {},
+        "failure": {"class": "launch", "message": message, "traceback_tail": ""},
+        "written_by": "runner", "files": {}, "contract_violations": [], "wandb": {}})
+
+
+def cancel(run_dir: Path, wait_s: float = 60.0) -> dict[str, Any]:
+    """Ask the wrapper to stop the workload (it escalates SIGINT, SIGTERM, SIGKILL) and wait."""
+    before = run_status(run_dir)
+    if before["status"] in contract.RECORDED_STATUSES:
+        return {**before, "cancelled": False, "message": f"run already {before['status']}"}
+    meta = contract.read_json_or_none(run_dir / contract.METADATA)
+    if meta is None:
+        raise VerbError("failed", f"{run_dir.name} has not started yet ({before['status']}); "
+                                  "try again in a few seconds")
+    process = meta.get("process", {})
+    alive, reason = wrapper_alive(process, contract.boot_id(), meta.get("host", {}).get("boot_id"))
+    if not alive:
+        _kill_group(process.get("pgid"))
+        return {**run_status(run_dir), "cancelled": False,
+                "message": f"wrapper is not running ({reason}); its process group was killed"}
+    os.kill(int(process["pid"]), signal.SIGTERM)
+    deadline = time.time() + wait_s
+    while time.time() < deadline:
+        if (run_dir / contract.SUMMARY).exists():
+            break
+        time.sleep(0.1)
+    return {**run_status(run_dir), "cancelled": True}
+
+
+def _kill_group(pgid: Any) -> None:
+    if isinstance(pgid, int) and pgid > 1:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+
+
+def tail(run_dir: Path, offset: int | None, max_bytes: int, lines: int | None) -> dict[str, Any]:
+    """Bytes of stdout.log from ``offset`` (or the start of the last ``lines`` lines)."""
+    if not (run_dir / contract.SPEC).exists():
+        raise VerbError("not_found", f"no run at {run_dir}")
+    log = run_dir / contract.STDOUT_LOG
+    ended = (run_dir / contract.SUMMARY).exists()
+    try:
+        with open(log, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            start = _start_of_last_lines(fh, size, lines) if offset is None else offset
+            start = min(max(0, start), size)
+            fh.seek(start)
+            data = fh.read(max_bytes)
+    except FileNotFoundError:
+        size, start, data = 0, 0, b""
+    status = run_status(run_dir) if ended or not data else None
+    return {"run_id": run_dir.name, "offset": start, "next_offset": start + len(data),
+            "size": size, "data_b64": base64.b64encode(data).decode(), "ended": ended,
+            "status": status}
+
+
+def _start_of_last_lines(fh: Any, size: int, lines: int | None) -> int:
+    if not lines or lines <= 0:
+        return 0 if lines is None else size
+    window = min(size, 256 * 1024)
+    fh.seek(size - window)
+    data = fh.read(window)
+    body = data[:-1] if data.endswith(b"\n") else data
+    cut = len(body)
+    for _ in range(lines):
+        cut = body.rfind(b"\n", 0, cut)
+        if cut < 0:
+            return size - window
+    return size - window + cut + 1

@@ -1,0 +1,134 @@
+"""Turning a `command` preset into argv, cwd and environment on the host.
+
+Placeholders are replaced only where they are spelled exactly as one of PLACEHOLDERS, so a
+literal brace in an argument (``python -c "print({1: 2})"``) passes through untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+PLACEHOLDERS = ("run_dir", "out_dir", "checkpoints_dir", "code_dir", "data_dir", "run_id", "python")
+_PLACEHOLDER_RE = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
+
+# variables a workload inherits from the host; everything else is dropped
+INHERITED_ENV = (
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "SHELL",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TMPDIR",
+    "TERM",
+)
+# never inherited even through a preset's env: they make a single process think it is a rank
+_DISTRIBUTED_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
+                    "MASTER_PORT", "GROUP_RANK", "ROLE_RANK")
+
+
+def scrubbed_env(source: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The allow-listed part of an environment: no credentials, no stray ranks."""
+    source = os.environ if source is None else source
+    env = {k: v for k, v in source.items() if k in INHERITED_ENV or k.startswith("LC_")}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    return env
+
+
+def render(text: str, values: Mapping[str, str]) -> str:
+    return _PLACEHOLDER_RE.sub(lambda m: values.get(m.group(1), m.group(0)), text)
+
+
+def override_args(overrides: Mapping[str, Any], template: str) -> list[str]:
+    """Render overrides in the preset's syntax; a space in the template splits argv items."""
+    args: list[str] = []
+    for key, value in overrides.items():
+        for token in template.split(" "):
+            args.append(token.replace("{key}", key).replace("{value}", _format_value(value)))
+    return args
+
+
+def _format_value(value: Any) -> str:
+    return str(value)  # Python spelling (True, 0.5): what literal_eval-based configurators read
+
+
+def build_argv(workload: Mapping[str, Any], values: Mapping[str, str]) -> list[str]:
+    argv = [render(a, values) for a in workload["command"]]
+    if workload.get("config"):
+        argv.append(render(workload["config"], values))
+    argv += [render(a, values) for a in override_args(workload.get("overrides", {}),
+                                                     workload.get("override_format",
+                                                                  "--{key}={value}"))]
+    return argv
+
+
+def is_python(workload: Mapping[str, Any]) -> bool:
+    flag = workload.get("python")
+    if flag is not None:
+        return bool(flag)
+    first = Path(str(workload["command"][0])).name
+    return first.startswith("python") or first == "{python}"
+
+
+def build_env(
+    workload: Mapping[str, Any],
+    values: Mapping[str, str],
+    secrets: Mapping[str, str],
+    base: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    env = scrubbed_env(base)
+    env.update({k: render(str(v), values) for k, v in workload.get("env", {}).items()})
+    for name in _DISTRIBUTED_ENV:
+        env.pop(name, None)
+    if is_python(workload):
+        env["PYTHONUNBUFFERED"] = "1"
+    env.update(
+        OPS_RUN_DIR=values["run_dir"],
+        OPS_RUN_ID=values["run_id"],
+        OPS_OUT_DIR=values["out_dir"],
+        OPS_CHECKPOINTS_DIR=values["checkpoints_dir"],
+    )
+    env.update(secrets)
+    return env
+
+
+def placeholder_values(spec: Mapping[str, Any], run_dir: Path, python: str) -> dict[str, str]:
+    code_dir = str(spec.get("code", {}).get("dir") or run_dir)
+    values = {
+        "run_dir": str(run_dir),
+        "run_id": str(spec["run_id"]),
+        "checkpoints_dir": str(run_dir / "checkpoints"),
+        "code_dir": code_dir,
+        "python": python,
+    }
+    dataset = spec.get("dataset") or {}
+    values["data_dir"] = render(str(dataset.get("dir", "")), values)
+    values["out_dir"] = render(str(spec["workload"].get("out_dir") or "{run_dir}/out"), values)
+    return values
+
+
+def resolve_cwd(workload: Mapping[str, Any], values: Mapping[str, str]) -> Path:
+    return Path(values["code_dir"]) / render(str(workload.get("cwd", ".")), values)
+
+
+def command_script(argv: Sequence[str], cwd: Path, env: Mapping[str, str],
+                   secret_names: Sequence[str]) -> str:
+    """A shell script that reruns the workload by hand; secrets are asked for, never written."""
+    import shlex
+
+    lines = ["#!/bin/sh", "# Written by the pod-ops runner: re-runs this run's workload by hand.",
+             "set -e"]
+    lines += [f': "${{{name}:?export {name} first (a secret, not recorded)}}"'
+              for name in secret_names]
+    lines.append(f"cd {shlex.quote(str(cwd))}")
+    assignments = [f"{k}={shlex.quote(v)}" for k, v in env.items() if k not in secret_names]
+    passthrough = [f'{name}="${name}"' for name in secret_names]
+    lines.append(shlex.join(["exec", "env", "-i"]) + " \\\n  "
+                 + " \\\n  ".join(assignments + passthrough + [shlex.join(argv)]))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,138 @@
+"""Shared fixtures: a hermetic home, a throwaway project with its own tmux socket, and `ops`.
+
+Every test gets HOME and the XDG dirs pinned to a temp dir (so no ~/.ssh/config, ~/.netrc or
+real outputs leak in). Tests of the tmux tier start a real tmux server on a private socket and
+kill it afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+WORKLOADS = REPO / "tests" / "workloads"
+
+
+@pytest.fixture(autouse=True)
+def hermetic_home(tmp_path_factory: pytest.TempPathFactory,
+                  monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME"):
+        monkeypatch.setenv(name, str(home / f".{name.lower()}"))
+    for name in ("OPS_PROJECT_CONFIG", "SSH_AUTH_SOCK", "WANDB_API_KEY", "TMUX"):
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+@dataclass
+class Project:
+    root: Path
+    runs: Path
+    socket: str
+    config_path: Path
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs / run_id
+
+    def write_config(self, doc: dict[str, Any]) -> None:
+        self.config_path.write_text(json.dumps(doc, indent=2))
+
+    def ops(self, *args: str, env: dict[str, str] | None = None,
+            timeout: float = 90) -> Result:
+        full_env = {**os.environ, "OPS_PROJECT_CONFIG": str(self.config_path), **(env or {})}
+        proc = subprocess.run([sys.executable, "-m", "ops", *args], cwd=self.root,
+                              capture_output=True, text=True, env=full_env, timeout=timeout,
+                              check=False)
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if predicate():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"condition not met within {timeout} s")
+
+    def summary(self, run_id: str) -> dict[str, Any]:
+        doc: dict[str, Any] = json.loads((self.run_dir(run_id) / "summary.json").read_text())
+        return doc
+
+
+def _preset(command: list[str], **extra: Any) -> dict[str, Any]:
+    return {"kind": "command", "command": command, "limits": {"grace_sec": 1}, **extra}
+
+
+def base_config(runs: Path, socket: str) -> dict[str, Any]:
+    toy = str(REPO / "examples" / "toy_train.py")
+    data = str(REPO / "examples" / "data")
+    return {
+        "project": {"name": "test-proj", "remote_outputs_dir": str(runs)},
+        "tmux": {"socket": socket, "watch_interval_sec": 0.3, "stall_after_intervals": 3},
+        "presets": {
+            "toy": _preset(["{python}", toy, "--data={data_dir}/points.csv"],
+                           overrides={"max_iters": 15, "sleep": 0.0},
+                           dataset={"name": "points", "dir": data}, best={"loss": "min"}),
+            "slow": _preset(["{python}", toy, "--data={data_dir}/points.csv"],
+                            overrides={"max_iters": 100000, "sleep": 0.05},
+                            dataset={"name": "points", "dir": data}),
+            "exit3": _preset(["{python}", toy, "--data={data_dir}/points.csv"],
+                             overrides={"max_iters": 3, "exit_code": 3},
+                             dataset={"name": "points", "dir": data}),
+            "stubborn": _preset(["{python}", str(WORKLOADS / "ignore_sigint.py")]),
+            "printer": _preset(["{python}", "-c",
+                                "for i in range(1, 6): print(f'iter {i}: loss {1 / i:.3f}')"],
+                               metrics_from_stdout=[
+                                   {"pattern": r"iter (?P<step>\d+): loss (?P<loss>[0-9.]+)"}]),
+            "impostor": _preset(["{python}", str(WORKLOADS / "impostor.py")],
+                               overrides={"exit": 0}),
+            "hog": _preset(["{python}", str(WORKLOADS / "hog.py")],
+                           limits={"grace_sec": 1, "rss_limit_mb": 200}),
+        },
+    }
+
+
+def _tmux_available() -> bool:
+    return shutil.which("tmux") is not None
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Project]:
+    if not _tmux_available():
+        pytest.skip("tmux is not installed (CI installs it)")
+    root = tmp_path / "repo"
+    (root / "configs" / "ops").mkdir(parents=True)
+    runs = tmp_path / "runs"
+    socket = f"ops-test-{secrets.token_hex(4)}"
+    proj = Project(root, runs, socket, root / "configs" / "ops" / "project.json")
+    proj.write_config(base_config(runs, socket))
+    yield proj
+    subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, check=False)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "project" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.tmux)
