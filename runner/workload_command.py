@@ -49,7 +49,7 @@ def override_args(overrides: Mapping[str, Any], template: str) -> list[str]:
     """Render overrides in the preset's syntax; a space in the template splits argv items."""
     args: list[str] = []
     for key, value in overrides.items():
-        for token in template.split(" "):
+        for token in template.split():
             args.append(token.replace("{key}", key).replace("{value}", _format_value(value)))
     return args
 

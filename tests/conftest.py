@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+pytest_plugins = ["tests.sshd_fixture"]
+
 REPO = Path(__file__).resolve().parent.parent
 WORKLOADS = REPO / "tests" / "workloads"
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 from ops.config.models import CommandPreset, OverrideValue
 from ops.errors import ConfigError
+from runner.workload_command import override_args
 
 _INT_RE = re.compile(r"[+-]?[0-9]+")
 _TRUE = frozenset({"true", "1", "yes"})
@@ -93,20 +94,10 @@ def _unknown_key(
     )
 
 
-def format_value(value: OverrideValue) -> str:
-    """How an override value appears on the command line (Python literal syntax)."""
-    return repr(value) if isinstance(value, float) else str(value)
-
-
 def override_argv(preset: CommandPreset) -> list[str]:
     """The preset's overrides rendered with its override_format, in declaration order.
 
     A template with a space ("--{key} {value}") yields two argv items per override; the
     template is split, never the value, so a value with spaces stays one item.
     """
-    parts = preset.override_format.split()
-    argv: list[str] = []
-    for key, value in preset.overrides.items():
-        text = format_value(value)
-        argv.extend(part.format(key=key, value=text) for part in parts)
-    return argv
+    return override_args(preset.overrides, preset.override_format)
