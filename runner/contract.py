@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import errno
+import hashlib
 import json
 import os
 import re
@@ -232,6 +233,15 @@ def read_json_or_none(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def read_runner_summary(run_dir: Path) -> dict[str, Any] | None:
+    """summary.json when the runner wrote it; None when absent or not the runner's (a workload
+    may write a file of that name: it never ends a run)."""
+    doc = read_json_or_none(Path(run_dir) / SUMMARY)
+    if doc is None or check_schema_tag(doc, "summary") is not None:
+        return None
+    return doc if doc.get("written_by") in WRITERS else None
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed in contract files")
 
@@ -302,6 +312,14 @@ def _parse_line(raw: bytes) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def boot_id() -> str | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -14,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from runner import contract
-from runner.snapshots import sha256_file
 
 
 @dataclass
@@ -127,7 +125,7 @@ def file_digests(run_dir: Path, names: list[str]) -> dict[str, dict[str, Any]]:
     for path in paths:
         with contextlib.suppress(FileNotFoundError):
             files[path.relative_to(run_dir).as_posix()] = {
-                "size": path.stat().st_size, "sha256": sha256_file(path)}
+                "size": path.stat().st_size, "sha256": contract.sha256_file(path)}
     return files
 
 
@@ -142,6 +140,3 @@ def tail_lines(path: Path, lines: int = 30, max_bytes: int = 16384) -> str:
         return ""
     return b"\n".join(data.splitlines()[-lines:]).decode(errors="replace")
 
-
-def digest_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

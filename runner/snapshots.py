@@ -83,14 +83,6 @@ def env_snapshot(run_id: str, env_names: Iterable[str]) -> dict[str, Any]:
     }
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def dataset_manifest(run_id: str, name: str, root: Path,
                      budget: int = HASH_BUDGET_BYTES) -> dict[str, Any]:
     files: list[dict[str, Any]] = []
@@ -100,7 +92,7 @@ def dataset_manifest(run_id: str, name: str, root: Path,
         stat = path.stat()
         digest = None
         if hashed_bytes + stat.st_size <= budget:
-            digest = sha256_file(path)
+            digest = contract.sha256_file(path)
             hashed_bytes += stat.st_size
         total += stat.st_size
         files.append({"path": path.relative_to(root).as_posix(), "size": stat.st_size,

@@ -40,17 +40,10 @@ def wrapper_alive(process: dict[str, Any], host_boot_id: str | None,
 
 def _summary_status(run_dir: Path, info: dict[str, Any]) -> bool:
     """Fill ``info`` from summary.json; False when there is no summary of the runner's."""
-    path = run_dir / contract.SUMMARY
-    if not path.exists():
-        return False
-    try:
-        summary = contract.read_json(path)
-    except contract.ContractError as exc:
-        info.update(status="invalid", reason=str(exc))
-        return True
-    problem = contract.check_schema_tag(summary, "summary")
-    if problem is not None or summary.get("written_by") not in contract.WRITERS:
-        info["notes"].append("summary.json is not the runner's (ignored)")
+    summary = contract.read_runner_summary(run_dir)
+    if summary is None:
+        if (run_dir / contract.SUMMARY).exists():
+            info["notes"].append("summary.json is not the runner's (ignored)")
         return False
     info.update(status=summary.get("status"), exit_code=summary.get("exit_code"),
                 ended_at=summary.get("ended_at"), elapsed_s=summary.get("elapsed_s"),

@@ -7,7 +7,6 @@ here; each check adds what it finds to a ``Findings``. Standard library only.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -86,14 +85,6 @@ Check = Callable[[ParsedRun, Findings], None]
 # digests
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def digest_problem(path: Path, recorded: Mapping[str, Any]) -> tuple[str, str] | None:
     """(kind, message) when ``path`` does not match its recorded size and sha256, else None.
 
@@ -107,7 +98,7 @@ def digest_problem(path: Path, recorded: Mapping[str, Any]) -> tuple[str, str] |
         actual_size = path.stat().st_size
         if isinstance(size, int) and actual_size != size:
             return "size", f"size is {actual_size} bytes, recorded {size}"
-        actual_sha = sha256_file(path) if isinstance(sha, str) else sha
+        actual_sha = contract.sha256_file(path) if isinstance(sha, str) else sha
     except OSError as exc:
         return "missing", f"unreadable: {exc}"
     if actual_sha != sha:

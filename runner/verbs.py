@@ -36,6 +36,7 @@ def submit(root: Path, payload: dict[str, Any]) -> dict[str, Any]:
         raise VerbError("conflict", str(exc)) from exc
     except contract.ContractError as exc:
         raise VerbError("usage", str(exc)) from exc
+    spec["created_at"] = contract.iso()  # the host's clock, like every later timestamp
     socket = spec.setdefault("tmux", {}).get("socket") or "ops"
     session = spec["tmux"].setdefault("session", tmux.session_name(run_id))
     secrets = payload.get("secrets") or {}
@@ -85,7 +86,7 @@ def cancel(run_dir: Path, wait_s: float = 60.0) -> dict[str, Any]:
     os.kill(int(process["pid"]), signal.SIGTERM)
     deadline = time.time() + wait_s
     while time.time() < deadline:
-        if (run_dir / contract.SUMMARY).exists():
+        if contract.read_runner_summary(run_dir) is not None:
             break
         time.sleep(0.1)
     return {**run_status(run_dir), "cancelled": True}
@@ -102,7 +103,7 @@ def tail(run_dir: Path, offset: int | None, max_bytes: int, lines: int | None) -
     if not (run_dir / contract.SPEC).exists():
         raise VerbError("not_found", f"no run at {run_dir}")
     log = run_dir / contract.STDOUT_LOG
-    ended = (run_dir / contract.SUMMARY).exists()
+    ended = contract.read_runner_summary(run_dir) is not None
     try:
         with open(log, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size

@@ -54,7 +54,7 @@ class Wrapper:
     def run(self) -> int:
         workload = self.spec["workload"]
         secrets = redact.take_store(_path_or_none(self.spec.get("secrets", {}).get("store")))
-        files = self.spec.get("secrets", {}).get("files", [])
+        files = [wc.render(f, self.values) for f in self.spec.get("secrets", {}).get("files", [])]
         redactor = redact.Redactor([*secrets.values(), *redact.values_from_files(files)])
         argv = wc.build_argv(workload, self.values)
         cwd = wc.resolve_cwd(workload, self.values)
@@ -270,7 +270,7 @@ def exec_run(run_dir: Path) -> int:
     try:
         return wrapper.run()
     except Exception as exc:
-        if not (wrapper.run_dir / contract.SUMMARY).exists():
+        if contract.read_runner_summary(wrapper.run_dir) is None:
             _emergency_summary(wrapper, exc)
         raise
 
