@@ -67,7 +67,7 @@ def tree_rss(pid: int) -> tuple[int, list[int]]:
 
 
 class Heartbeat(threading.Thread):
-    def __init__(self, run_dir: Path, run_id: str, interval: float, workload_pid: int,
+    def __init__(self, run_dir: Path, run_id: str, *, interval: float, workload_pid: int,
                  limits: Limits, on_limit: Callable[[Breach], None]):
         super().__init__(name="ops-heartbeat", daemon=True)
         self.run_dir = run_dir

@@ -8,6 +8,7 @@ grows past LINE_LIMIT, so a secret split across two reads is still masked.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import re
 import time
@@ -63,7 +64,7 @@ def _finite(raw: bytes | None) -> float | None:
         value = float(raw)
     except ValueError:
         return None
-    return value if value == value and abs(value) != float("inf") else None
+    return value if math.isfinite(value) else None
 
 
 class LogPump:

@@ -11,6 +11,7 @@ The run directory is found through ``OPS_RUN_DIR``, which the wrapper sets. Outs
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -36,10 +37,9 @@ class EventLog:
             self._seq += 1
             record = {"ts": contract.iso(), "seq": self._seq, "type": type_,
                       "source": self.source, **fields}
-            try:
+            # a full disk must not take the run down with it; the summary says the rest
+            with contextlib.suppress(OSError):
                 contract.append_line(self.path, record)
-            except OSError:
-                pass  # a full disk must not take the run down with it; summary says the rest
 
 
 class Tracker:

@@ -48,7 +48,7 @@ def submit(root: Path, payload: dict[str, Any]) -> dict[str, Any]:
     contract.atomic_write_json(run_dir / contract.SPEC, spec)
     try:
         tmux.launch_wrapper(run_dir, socket, session)
-    except Exception as exc:  # noqa: BLE001 - any launch failure is recorded, then reported
+    except Exception as exc:
         _record_launch_failure(run_dir, run_id, f"tmux launch failed: {exc}")
         if store:
             with contextlib.suppress(FileNotFoundError):

@@ -8,6 +8,7 @@ exit.json and summary.json, written last.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -22,8 +23,13 @@ import psutil
 
 from runner import __version__, contract, redact, snapshots
 from runner import workload_command as wc
-from runner.finish import Ledger, file_digests, metrics_from_log, numbers_from_summary_file
-from runner.finish import tail_lines
+from runner.finish import (
+    Ledger,
+    file_digests,
+    metrics_from_log,
+    numbers_from_summary_file,
+    tail_lines,
+)
 from runner.heartbeat import Breach, Heartbeat, Limits
 from runner.logpump import LogPump, StdoutMetrics
 from runner.track import EventLog
@@ -133,7 +139,8 @@ class Wrapper:
 
     # -- during ------------------------------------------------------------------------------
     def _supervise(self, redactor: redact.Redactor) -> int:
-        assert self.proc is not None and self.proc.stdout is not None
+        if self.proc is None or self.proc.stdout is None:
+            raise RuntimeError("supervise called before the workload started")
         spec = self.spec
         patterns = [m["pattern"] for m in spec.get("metrics", {}).get("from_stdout", [])]
         pump = LogPump(self.proc.stdout.fileno(), self.run_dir / contract.STDOUT_LOG, redactor,
@@ -141,8 +148,9 @@ class Wrapper:
         pump_thread = threading.Thread(target=pump.run, name="ops-logpump", daemon=True)
         pump_thread.start()
         beat = Heartbeat(self.run_dir, self.run_id,
-                         float(spec.get("heartbeat", {}).get("interval_s", 5.0)), self.proc.pid,
-                         Limits.from_spec(spec.get("limits", {})), self._on_breach)
+                         interval=float(spec.get("heartbeat", {}).get("interval_s", 5.0)),
+                         workload_pid=self.proc.pid,
+                         limits=Limits.from_spec(spec.get("limits", {})), on_limit=self._on_breach)
         beat.start()
         returncode = self.proc.wait()
         pump_thread.join(PUMP_DRAIN_SEC)
@@ -180,7 +188,8 @@ class Wrapper:
         threading.Thread(target=self._escalate, name="ops-stop", daemon=True).start()
 
     def _escalate(self) -> None:
-        assert self.proc is not None
+        if self.proc is None:
+            return
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
             if self.proc.poll() is not None:
                 return
@@ -254,10 +263,8 @@ class Wrapper:
 
 
 def _killpg(pgid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _path_or_none(value: str | None) -> Path | None:

@@ -26,7 +26,7 @@ def submit(project: Project, preset: str, *extra: str) -> str:
 
 
 def wait_summary(project: Project, run_id: str, timeout: float = 30) -> dict[str, object]:
-    project.wait_for(lambda: (project.run_dir(run_id) / "summary.json").exists(), timeout)
+    project.wait_for((project.run_dir(run_id) / "summary.json").exists, timeout)
     return project.summary(run_id)
 
 
@@ -67,7 +67,7 @@ def test_failing_run_is_failed_with_its_exit_code(project: Project) -> None:
 
 def test_cancel_gives_killed(project: Project) -> None:
     run_id = submit(project, "slow")
-    project.wait_for(lambda: (project.run_dir(run_id) / "heartbeat.json").exists())
+    project.wait_for((project.run_dir(run_id) / "heartbeat.json").exists)
     result = project.ops("run", "cancel", run_id, "--json")
     assert result.exit_code == 0, result.stderr
     summary = project.summary(run_id)
@@ -91,7 +91,7 @@ def test_workload_ignoring_sigint_still_ends_killed(project: Project) -> None:
 def test_sigkill_of_wrapper_and_workload_reads_dead(project: Project) -> None:
     run_id = submit(project, "slow")
     run_dir = project.run_dir(run_id)
-    project.wait_for(lambda: (run_dir / "heartbeat.json").exists())
+    project.wait_for((run_dir / "heartbeat.json").exists)
     meta = json.loads((run_dir / "run_metadata.json").read_text())
     os.kill(meta["process"]["pid"], signal.SIGKILL)
     os.killpg(meta["process"]["pgid"], signal.SIGKILL)
@@ -183,7 +183,7 @@ def _events(project: Project, run_id: str) -> list[dict[str, object]]:
 def test_workload_runs_in_own_group_with_devnull_stdin(project: Project) -> None:
     run_id = submit(project, "stubborn")
     run_dir = project.run_dir(run_id)
-    project.wait_for(lambda: (run_dir / "run_metadata.json").exists())
+    project.wait_for((run_dir / "run_metadata.json").exists)
     meta = json.loads((run_dir / "run_metadata.json").read_text())
     workload = psutil.Process(meta["process"]["workload_pid"])
     assert os.getpgid(workload.pid) == workload.pid != os.getpgid(meta["process"]["pid"])

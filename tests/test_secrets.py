@@ -56,7 +56,7 @@ def test_canary_never_leaks(project: Project, tmp_path: Path) -> None:
                                capture_output=True, text=True, check=True).stdout
         assert not any(n in shown for n in needles), shown
 
-    project.wait_for(lambda: (run_dir / "summary.json").exists())
+    project.wait_for((run_dir / "summary.json").exists)
     assert project.summary("leak")["status"] == "completed"
     log = _read(run_dir / "stdout.log").decode()
     assert "token from env: [REDACTED]" in log

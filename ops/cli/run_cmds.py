@@ -29,7 +29,7 @@ def submit_cmd(ctx: click.Context, preset: str, sets: tuple[str, ...], run_id: s
     """Create a run directory and launch PRESET detached in tmux."""
     loaded = load(ctx)
     target = target_for(loaded)
-    done = runs.submit(loaded, target, preset, sets, run_id)
+    done = runs.submit(loaded, target, preset, sets, run_id=run_id)
     if as_json:
         render.echo_json(done.to_json())
     else:

@@ -8,7 +8,6 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ops.config.loader import LoadedConfig, resolve_preset
@@ -56,7 +55,7 @@ class Submitted:
                 "tmux_socket": self.tmux_socket}
 
 
-def submit(loaded: LoadedConfig, target: Target, preset: str, sets: Sequence[str] = (),
+def submit(loaded: LoadedConfig, target: Target, preset: str, sets: Sequence[str] = (), *,
            run_id: str | None = None, environ: Mapping[str, str] | None = None) -> Submitted:
     """Validate everything first; only then create the run dir and launch it (one round trip)."""
     resolved = resolve_preset(loaded.config, preset, sets)
@@ -65,8 +64,8 @@ def submit(loaded: LoadedConfig, target: Target, preset: str, sets: Sequence[str
     except contract.ContractError as exc:
         raise UsageError(str(exc)) from exc
     secrets = secret_values(loaded, resolved, os.environ if environ is None else environ)
-    spec = build_spec(loaded, resolved, run_id, target.paths, code_info(loaded.repo_root),
-                      sorted(secrets))
+    spec = build_spec(loaded, resolved, run_id, paths=target.paths,
+                      code=code_info(loaded.repo_root), secret_names=sorted(secrets))
     payload = json.dumps({"spec": spec, "secrets": secrets})
     answer = call_runner(target.host, ["submit", target.paths.outputs_root], input_text=payload)
     return Submitted(answer["run_id"], answer["run_dir"], target.host.name,

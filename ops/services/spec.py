@@ -49,7 +49,7 @@ def secret_values(loaded: LoadedConfig, resolved: ResolvedPreset,
     return {n: environ[n] for n in dict.fromkeys(names) if environ.get(n)}
 
 
-def build_spec(loaded: LoadedConfig, resolved: ResolvedPreset, run_id: str, paths: HostPaths,
+def build_spec(loaded: LoadedConfig, resolved: ResolvedPreset, run_id: str, *, paths: HostPaths,
                code: Mapping[str, Any], secret_names: list[str],
                parent_run_id: str | None = None) -> dict[str, Any]:
     cfg = loaded.config
