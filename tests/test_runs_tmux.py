@@ -189,3 +189,31 @@ def test_workload_runs_in_own_group_with_devnull_stdin(project: Project) -> None
     assert os.getpgid(workload.pid) == workload.pid != os.getpgid(meta["process"]["pid"])
     assert Path(f"/proc/{workload.pid}/fd/0").resolve() == Path("/dev/null")
     project.ops("run", "cancel", run_id)
+
+
+def test_frozen_wrapper_reads_stalled_then_running(project: Project) -> None:
+    run_id = submit(project, "slow")
+    run_dir = project.run_dir(run_id)
+    project.wait_for((run_dir / "heartbeat.json").exists)
+    wrapper = json.loads((run_dir / "run_metadata.json").read_text())["process"]["pid"]
+    os.kill(wrapper, signal.SIGSTOP)  # alive, but its heartbeat stops
+    try:
+        project.wait_for(lambda: _status(project, run_id) == "stalled", timeout=10)
+    finally:
+        os.kill(wrapper, signal.SIGCONT)
+    project.wait_for(lambda: _status(project, run_id) == "running", timeout=10)
+    project.ops("run", "cancel", run_id)
+
+
+def test_no_progress_watchdog_aborts(project: Project) -> None:
+    doc = json.loads(project.config_path.read_text())
+    doc["presets"]["stubborn"]["limits"]["no_progress_sec"] = 1.0
+    project.write_config(doc)
+    result = project.ops("run", "submit", "-p", "stubborn", "--run-id", "np", "-f")
+    assert result.exit_code == 13
+    summary = project.summary("np")
+    assert summary["status"] == "aborted" and summary["failure"]["class"] == "no_progress"
+
+
+def _status(project: Project, run_id: str) -> str:
+    return str(project.ops("run", "status", run_id, "--json").json()["runs"][0]["status"])
