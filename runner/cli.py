@@ -24,6 +24,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("version", help="print the runner version")
     p = sub.add_parser("submit", help="create a run dir from stdin {spec, secrets} and launch it")
     p.add_argument("root", type=Path)
+    p = sub.add_parser("submit-sweep", help="create a sweep's run dirs from stdin and launch it")
+    p.add_argument("root", type=Path)
+    p = sub.add_parser("sweep", help="the sweep driver: run each member in order (inside tmux)")
+    p.add_argument("root", type=Path)
+    p.add_argument("sweep_id")
+    p = sub.add_parser("show", help="one contract JSON file of a run")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("name", choices=sorted(contract.JSON_FILES))
     p = sub.add_parser("exec", help="run the wrapper for RUN_DIR (inside tmux)")
     p.add_argument("run_dir", type=Path)
     p = sub.add_parser("status", help="status of every run under ROOT, or of one")
@@ -55,12 +63,21 @@ def _run_dir_of(root: Path, run_id: str) -> Path:
 def _dispatch(args: argparse.Namespace) -> Any:
     if args.verb == "version":
         return {"runner_version": __version__, "python": sys.executable}
-    if args.verb == "submit":
+    if args.verb in ("submit", "submit-sweep"):
         try:
             payload = json.load(sys.stdin)
         except ValueError as exc:
-            raise verbs.VerbError("usage", f"submit: stdin is not JSON: {exc}") from exc
-        return verbs.submit(args.root, payload)
+            raise verbs.VerbError("usage", f"{args.verb}: stdin is not JSON: {exc}") from exc
+        submit = verbs.submit if args.verb == "submit" else verbs.submit_sweep
+        return submit(args.root, payload)
+    if args.verb == "show":
+        path = args.run_dir / args.name
+        if not path.exists():
+            raise verbs.VerbError("not_found", f"no {args.name} in {args.run_dir}")
+        try:
+            return {"name": args.name, "doc": contract.read_json(path)}
+        except contract.ContractError as exc:
+            raise verbs.VerbError("failed", str(exc)) from exc
     if args.verb == "status":
         if args.run_id:
             return {"runs": [status.run_status(_run_dir_of(args.root, args.run_id))]}
@@ -80,6 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from runner.wrapper import exec_run
 
         return exec_run(args.run_dir)
+    if args.verb == "sweep":
+        from runner.sweep import Driver
+
+        return Driver(args.root, args.sweep_id).run()
     try:
         result = _dispatch(args)
     except verbs.VerbError as exc:

@@ -12,7 +12,7 @@ from typing import Any
 
 import psutil
 
-from runner import contract, tmux
+from runner import contract, sweep, tmux
 
 LAUNCH_WINDOW_SEC = 60.0
 START_TIME_TOLERANCE_SEC = 1.0
@@ -125,6 +125,14 @@ def _not_started(run_dir: Path, spec: dict[str, Any] | None, now: float,
         info.update(status="invalid", reason="no spec.json: not a run directory")
         return info
     age = now - (run_dir / contract.SPEC).stat().st_mtime
+    if spec.get("sweep_id") and not (run_dir / sweep.CLAIM).exists():
+        driver = sweep.driver_alive(run_dir.parent, str(spec["sweep_id"]))
+        if driver:
+            info.update(status="queued", reason=f"waiting in sweep {spec['sweep_id']}")
+            return info
+        if driver is False:
+            info.update(status="dead", reason="its sweep driver ended before it started")
+            return info
     if age < LAUNCH_WINDOW_SEC:
         info.update(status="launching", reason=f"created {age:.0f} s ago, wrapper not started")
     else:

@@ -42,15 +42,20 @@ def _server(socket: str):  # type: ignore[no-untyped-def]  # libtmux ships no st
     return libtmux.Server(socket_name=socket)
 
 
-def launch_wrapper(run_dir: Path, socket: str, session: str) -> None:
-    """Start `python -m runner exec RUN_DIR` in a new detached session."""
+def launch_command(argv: list[str], socket: str, session: str, log: Path) -> None:
+    """Start ``argv`` in a new detached session: stdin /dev/null, stderr appended to ``log``."""
     package_parent = Path(__file__).resolve().parent.parent
-    command = (shlex.join([sys.executable, "-m", "runner", "exec", str(run_dir)])
-               + f" </dev/null 2>>{shlex.quote(str(run_dir / contract.WRAPPER_LOG))}")
+    command = f"{shlex.join(argv)} </dev/null 2>>{shlex.quote(str(log))}"
     with _scrubbed_environ():
         server = _server(socket)
         server.new_session(session_name=session, attach=False, window_command=command,
                            start_directory=str(package_parent), x=200, y=50)
+
+
+def launch_wrapper(run_dir: Path, socket: str, session: str) -> None:
+    """Start `python -m runner exec RUN_DIR` in a new detached session."""
+    launch_command([sys.executable, "-m", "runner", "exec", str(run_dir)], socket, session,
+                   run_dir / contract.WRAPPER_LOG)
 
 
 def live_sessions(socket: str) -> set[str]:

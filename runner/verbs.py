@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runner import contract, redact, tmux
+from runner import contract, redact, sweep, tmux
 from runner.status import run_status, wrapper_alive
 
 
@@ -58,6 +58,28 @@ def submit(root: Path, payload: dict[str, Any]) -> dict[str, Any]:
             "tmux_socket": socket}
 
 
+def submit_sweep(root: Path, payload: dict[str, Any]) -> dict[str, Any]:
+    specs = payload.get("specs")
+    sweep_id = payload.get("sweep_id")
+    if not isinstance(specs, list) or not specs or not isinstance(sweep_id, str):
+        raise VerbError("usage", "submit-sweep expects {'sweep_id', 'specs': [...], 'secrets'}")
+    try:
+        run_dirs = sweep.create(root, sweep_id, specs, payload.get("secrets") or {})
+    except contract.RunDirExists as exc:
+        raise VerbError("conflict", str(exc)) from exc
+    except contract.ContractError as exc:
+        raise VerbError("usage", str(exc)) from exc
+    try:
+        session = sweep.launch(root, sweep_id)
+    except Exception as exc:  # noqa: BLE001 - recorded in every member, then reported
+        for run_dir in run_dirs:
+            _record_launch_failure(run_dir, run_dir.name, f"tmux launch failed: {exc}")
+        raise VerbError("failed", f"could not launch sweep {sweep_id}: {exc}") from exc
+    return {"sweep_id": sweep_id, "run_ids": [d.name for d in run_dirs],
+            "run_dirs": [str(d) for d in run_dirs], "tmux_session": session,
+            "tmux_socket": specs[0].get("tmux", {}).get("socket") or "ops"}
+
+
 def _record_launch_failure(run_dir: Path, run_id: str, message: str) -> None:
     now = contract.iso()
     contract.atomic_write_json(run_dir / contract.SUMMARY, {
@@ -74,6 +96,9 @@ def cancel(run_dir: Path, wait_s: float = 60.0) -> dict[str, Any]:
     if before["status"] in contract.RECORDED_STATUSES:
         return {**before, "cancelled": False, "message": f"run already {before['status']}"}
     meta = contract.read_json_or_none(run_dir / contract.METADATA)
+    if meta is None and before["status"] == "queued" and sweep.claim(run_dir):
+        sweep.record_cancelled_while_queued(run_dir)
+        return {**run_status(run_dir), "cancelled": True, "message": "cancelled while queued"}
     if meta is None:
         raise VerbError("failed", f"{run_dir.name} has not started yet ({before['status']}); "
                                   "try again in a few seconds")

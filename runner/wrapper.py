@@ -65,6 +65,8 @@ class Wrapper:
         argv = wc.build_argv(workload, self.values)
         cwd = wc.resolve_cwd(workload, self.values)
         env = wc.build_env(workload, self.values, secrets)
+        if self.spec.get("parent_run_dir"):
+            env["OPS_RESUME_FROM"] = str(self.spec["parent_run_dir"])
         for sub in (self.out_dir, self.run_dir / contract.CHECKPOINTS_DIR):
             sub.mkdir(parents=True, exist_ok=True)
         script = wc.command_script(argv, cwd, {k: v for k, v in env.items() if k not in secrets},

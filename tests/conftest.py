@@ -110,6 +110,13 @@ def base_config(runs: Path, socket: str) -> dict[str, Any]:
                                    {"pattern": r"iter (?P<step>\d+): loss (?P<loss>[0-9.]+)"}]),
             "impostor": _preset(["{python}", str(WORKLOADS / "impostor.py")],
                                overrides={"exit": 0}),
+            "resumable": _preset(["{python}", "-c",
+                                  "import os, sys; print('resume', os.environ.get("
+                                  "'OPS_RESUME_FROM'), sys.argv[1:])"],
+                                 overrides={"resume_from": "", "lr": 0.1},
+                                 resume_override="resume_from"),
+            "pair": {"kind": "sweep", "members": ["printer", "toy"]},
+            "slowpair": {"kind": "sweep", "members": ["slow", "toy"]},
             "hog": _preset(["{python}", str(WORKLOADS / "hog.py")],
                            limits={"grace_sec": 1, "rss_limit_mb": 200}),
         },

@@ -20,6 +20,17 @@ def table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def submitted(done: Any) -> str:
+    head = (f"submitted sweep {done.sweep_id} on {done.host}: {len(done.run_ids)} runs, "
+            "one after another" if done.sweep_id else f"submitted {done.run_id} on {done.host}")
+    lines = [head]
+    if done.parent_run_id:
+        lines.append(f"  resumes: {done.parent_run_id}")
+    lines += [f"  run dir: {d}" for d in done.run_dirs]
+    lines.append(f"  tmux:    tmux -L {done.tmux_socket} attach -t {done.tmux_session}")
+    return "\n".join(lines)
+
+
 def _num(value: Any) -> str:
     return "-" if value is None else str(value)
 

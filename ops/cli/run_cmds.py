@@ -8,7 +8,8 @@ import click
 
 from ops.cli import render
 from ops.cli.context import load, target_for
-from ops.services import runs
+from ops.errors import UsageError
+from ops.services import runs, submit
 
 
 @click.group("run")
@@ -17,26 +18,34 @@ def run_group() -> None:
 
 
 @run_group.command("submit")
-@click.option("--preset", "-p", required=True, help="Preset name from project.json.")
+@click.option("--preset", "-p", default=None, help="Preset name from project.json.")
+@click.option("--resume", "resume_id", default=None, metavar="RUN_ID",
+              help="A new run that continues where RUN_ID stopped (its preset and overrides).")
+@click.option("--debug", is_flag=True, help="Apply the preset's debug_overrides (a short run).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a preset value (typed against the preset); repeatable.")
 @click.option("--run-id", default=None, help="Run id (default: <preset>-<UTC time>-<4 hex>).")
 @click.option("--follow", "-f", is_flag=True, help="Tail the log; exit with the run's outcome.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
-def submit_cmd(ctx: click.Context, preset: str, sets: tuple[str, ...], run_id: str | None,
-               follow: bool, as_json: bool) -> None:
-    """Create a run directory and launch PRESET detached in tmux."""
+def submit_cmd(ctx: click.Context, preset: str | None, resume_id: str | None, debug: bool,
+               sets: tuple[str, ...], run_id: str | None, follow: bool, as_json: bool) -> None:
+    """Create a run directory and launch a preset detached in tmux (a sweep: one run each)."""
+    if (preset is None) == (resume_id is None):
+        raise UsageError("give exactly one of --preset and --resume")
     loaded = load(ctx)
     target = target_for(loaded)
-    done = runs.submit(loaded, target, preset, sets, run_id=run_id)
+    if resume_id:
+        done = submit.resume(loaded, target, resume_id, sets, run_id=run_id, debug=debug)
+    else:
+        done = submit.submit(loaded, target, str(preset), sets, run_id=run_id, debug=debug)
     if as_json:
         render.echo_json(done.to_json())
     else:
-        click.echo(f"submitted {done.run_id} on {done.host}\n  run dir: {done.run_dir}\n"
-                   f"  tmux:    tmux -L {done.tmux_socket} attach -t {done.tmux_session}")
+        click.echo(render.submitted(done))
     if follow:
-        runs.raise_for_outcome(runs.tail(target, done.run_id, _write_stdout, follow=True))
+        for member in done.run_ids:
+            runs.raise_for_outcome(runs.tail(target, member, _write_stdout, follow=True))
 
 
 @run_group.command("list")

@@ -15,7 +15,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ops.config.models import CommandPreset, OverrideValue, ProjectConfig
+from ops.config.models import (
+    KNOWN_PRESET_KINDS,
+    CommandPreset,
+    OverrideValue,
+    Preset,
+    ProjectConfig,
+    SweepPreset,
+)
 from ops.config.overrides import parse_sets
 from ops.errors import ConfigError, NotFoundError
 
@@ -193,8 +200,10 @@ def error_path(loc: Sequence[int | str], data: Any) -> list[str]:
     no such key: a part that is not a key but equals the object's "kind" is skipped.
     """
     parts: list[str] = []
+    tagged: set[int] = set()  # objects whose tag was skipped (a field may share its name)
     for part in loc:
-        if isinstance(data, dict) and part not in data and data.get("kind") == part:
+        if isinstance(data, dict) and data.get("kind") == part and id(data) not in tagged:
+            tagged.add(id(data))
             continue
         parts.append(str(part))
         data = data.get(part) if isinstance(data, dict) else _index(data, part)
@@ -217,6 +226,12 @@ def validation_details(
         message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
         if error["type"] == "extra_forbidden":
             message = "unknown field (not allowed here)"
+        elif error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            parts = [*parts, "kind"]
+            found = error.get("ctx", {}).get("tag")
+            known = ", ".join(KNOWN_PRESET_KINDS)
+            message = (f"unknown preset kind {found!r} (known kinds: {known})" if found
+                       else f"field required (known kinds: {known})")
         where = ".".join(parts) or "(top level)"
         from_local = local is not None and _lookup(local, parts) is not _MISSING
         lines.append(f"{where}: {message}" + (f" (set in {LOCAL_NAME})" if from_local else ""))
@@ -236,12 +251,26 @@ def _invalid(
     )
 
 
-def resolve_preset(config: ProjectConfig, name: str, sets: Sequence[str] = ()) -> ResolvedPreset:
-    """The named preset with its --set values applied to a copy of its overrides."""
+def lookup_preset(config: ProjectConfig, name: str) -> Preset:
     preset = config.presets.get(name)
     if preset is None:
         known = ", ".join(sorted(config.presets)) or "none defined"
         raise ConfigError(f"unknown preset {name!r} (known: {known})")
-    typed: dict[str, OverrideValue] = parse_sets(name, preset.overrides, sets)
-    updated = preset.model_copy(update={"overrides": {**preset.overrides, **typed}}, deep=True)
-    return ResolvedPreset(name=name, preset=updated, overrides_set=dict(typed))
+    return preset
+
+
+def resolve_preset(config: ProjectConfig, name: str, sets: Sequence[str] = (), *,
+                   debug: bool = False) -> ResolvedPreset:
+    """The named preset with --debug and --set applied to a copy of its overrides."""
+    preset = lookup_preset(config, name)
+    if isinstance(preset, SweepPreset):
+        raise ConfigError(f"preset {name!r} is a sweep of {', '.join(preset.members)}; "
+                          "submit it as a whole or name one member")
+    typed: dict[str, OverrideValue] = parse_sets(name, preset.settable(), sets)
+    if debug and not preset.debug_overrides:
+        raise ConfigError(f"preset {name!r} has no debug mode",
+                          hint='add "debug_overrides" to the preset in project.json')
+    debug_values = dict(preset.debug_overrides) if debug else {}
+    merged = {**preset.overrides, **debug_values, **typed}
+    updated = preset.model_copy(update={"overrides": merged}, deep=True)
+    return ResolvedPreset(name=name, preset=updated, overrides_set={**debug_values, **typed})

@@ -11,14 +11,23 @@ import string
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from runner.contract import DEFAULT_REQUIRED
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 OVERRIDE_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
-KNOWN_PRESET_KINDS = ("command",)
+KNOWN_PRESET_KINDS = ("command", "monai_seg", "sweep")
+# what a monai_seg preset runs: the built-in trainer, with its params as --key=value
+TRAINER_COMMAND = ("{python}", "-m", "runner.seg.train")
 
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN)]
@@ -181,14 +190,11 @@ class CommandPreset(_Closed):
     """Watchdog limits."""
     python: bool | None = None
     """Whether the workload is Python; null means command[0] starts with python."""
-
-    @field_validator("kind", mode="before")
-    @classmethod
-    def _known_kind(cls, value: Any) -> Any:
-        if value not in KNOWN_PRESET_KINDS:
-            known = ", ".join(KNOWN_PRESET_KINDS)
-            raise ValueError(f"unknown preset kind {value!r} (known kinds: {known})")
-        return value
+    debug_overrides: dict[OverrideKey, OverrideValue] = Field(default_factory=dict, **_KEYS_ONLY)
+    """Overrides that `ops run submit --debug` applies on top (a short run)."""
+    resume_override: OverrideKey | None = None
+    """Override that `--resume RUN_ID` sets to the parent run's directory, if the workload can
+    resume; the parent run dir is also in $OPS_RESUME_FROM."""
 
     @field_validator("override_format")
     @classmethod
@@ -225,9 +231,57 @@ class CommandPreset(_Closed):
         return OVERRIDE_FORMS.get(self.override_format, f"custom template {self.override_format}")
 
 
-# Issue 4 adds `monai_seg`: then Preset becomes
-# Annotated[CommandPreset | MonaiSegPreset, Field(discriminator="kind")].
-Preset = CommandPreset
+    def settable(self) -> dict[str, OverrideValue]:
+        """What `--set` may change, with values that give each key its type."""
+        return dict(self.overrides)
+
+
+class MonaiSegPreset(CommandPreset):
+    """The built-in MONAI 3D segmentation trainer (runner.seg.train) under the full contract."""
+
+    kind: Literal["monai_seg"]  # type: ignore[assignment]  # a narrower tag of the same field
+    """Preset kind."""
+    command: list[str] = Field(default_factory=lambda: list(TRAINER_COMMAND), min_length=1)
+    """The trainer entry point; rarely changed."""
+    dataset: DatasetRef
+    """The NIfTI dataset (imagesTr/, labelsTr/) the trainer reads; {data_dir} in argv."""
+    debug_overrides: dict[OverrideKey, OverrideValue] = Field(
+        default_factory=lambda: {"debug": True}, **_KEYS_ONLY)
+    """Overrides for `--debug`: by default the trainer's own debug mode (1 epoch, 2 folds)."""
+    resume_override: OverrideKey | None = "resume_from"
+    """The trainer continues the parent run's interrupted fold from its checkpoints."""
+
+    def settable(self) -> dict[str, OverrideValue]:
+        """Every trainer parameter, typed by the trainer's defaults, then the preset's values."""
+        return {**trainer_defaults(), **self.overrides}
+
+
+def trainer_defaults() -> dict[str, OverrideValue]:
+    """The trainer's parameters and defaults (runner.seg.params is standard library only)."""
+    import dataclasses
+
+    from runner.seg.params import TrainParams
+
+    defaults: dict[str, OverrideValue] = {}
+    for item in dataclasses.fields(TrainParams):
+        value = item.default if item.default is not dataclasses.MISSING else ""
+        defaults[item.name] = value if isinstance(value, (str, int, float, bool)) else ""
+    return defaults
+
+
+class SweepPreset(_Closed):
+    """Several presets run one after another as separate runs, grouped by a sweep id."""
+
+    kind: Literal["sweep"]
+    """Preset kind."""
+    description: str = ""
+    """One line shown in listings."""
+    members: list[Name] = Field(min_length=1)
+    """Names of the presets to run, in order; each becomes its own run."""
+
+
+Preset = Annotated[CommandPreset | MonaiSegPreset | SweepPreset, Field(discriminator="kind")]
+WorkloadPreset = CommandPreset  # what a run executes: command and monai_seg presets
 
 
 class ProjectConfig(_Closed):
@@ -249,3 +303,16 @@ class ProjectConfig(_Closed):
     """Static hosts by name; host `local` is built in."""
     presets: dict[Name, Preset] = Field(default_factory=dict, **_KEYS_ONLY)
     """Presets by name."""
+
+    @model_validator(mode="after")
+    def _sweep_members_exist(self) -> ProjectConfig:
+        for name, preset in self.presets.items():
+            if not isinstance(preset, SweepPreset):
+                continue
+            for member in preset.members:
+                target = self.presets.get(member)
+                if target is None:
+                    raise ValueError(f"presets.{name}.members: unknown preset {member!r}")
+                if isinstance(target, SweepPreset):
+                    raise ValueError(f"presets.{name}.members: {member!r} is a sweep itself")
+        return self

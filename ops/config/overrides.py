@@ -71,6 +71,8 @@ def parse_sets(
         if key not in overrides:
             raise _unknown_key(preset_name, overrides, text, key)
         current = overrides[key]
+        if current is None:
+            current = ""  # an unset optional parameter takes text
         try:
             result[key] = convert_value(raw, current)
         except ValueError as exc:

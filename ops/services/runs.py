@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import base64
-import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ops.config.loader import LoadedConfig, resolve_preset
+from ops.config.loader import LoadedConfig
 from ops.errors import RunOutcome, UsageError
-from ops.gitinfo import code_info
 from ops.hosts.base import Host, call_runner
 from ops.hosts.local import LocalHost
-from ops.services.spec import HostPaths, build_spec, local_outputs_root, secret_values
+from ops.services.spec import HostPaths, local_outputs_root
 from runner import contract
 
 TAIL_CHUNK = 1 << 20
@@ -41,37 +39,6 @@ def local_target(loaded: LoadedConfig) -> Target:
     return Target(LocalHost(), HostPaths(str(local_outputs_root(loaded)), home))
 
 
-@dataclass(frozen=True)
-class Submitted:
-    run_id: str
-    run_dir: str
-    host: str
-    tmux_session: str
-    tmux_socket: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"schema": "ops.run_submit/1", "run_id": self.run_id, "run_dir": self.run_dir,
-                "host": self.host, "tmux_session": self.tmux_session,
-                "tmux_socket": self.tmux_socket}
-
-
-def submit(loaded: LoadedConfig, target: Target, preset: str, sets: Sequence[str] = (), *,
-           run_id: str | None = None, environ: Mapping[str, str] | None = None) -> Submitted:
-    """Validate everything first; only then create the run dir and launch it (one round trip)."""
-    resolved = resolve_preset(loaded.config, preset, sets)
-    try:
-        run_id = contract.validate_run_id(run_id) if run_id else contract.new_run_id(preset)
-    except contract.ContractError as exc:
-        raise UsageError(str(exc)) from exc
-    secrets = secret_values(loaded, resolved, os.environ if environ is None else environ)
-    spec = build_spec(loaded, resolved, run_id, paths=target.paths,
-                      code=code_info(loaded.repo_root), secret_names=sorted(secrets))
-    payload = json.dumps({"spec": spec, "secrets": secrets})
-    answer = call_runner(target.host, ["submit", target.paths.outputs_root], input_text=payload)
-    return Submitted(answer["run_id"], answer["run_dir"], target.host.name,
-                     answer["tmux_session"], answer["tmux_socket"])
-
-
 def list_runs(target: Target) -> list[dict[str, Any]]:
     runs: list[dict[str, Any]] = call_runner(target.host,
                                              ["status", target.paths.outputs_root])["runs"]
@@ -83,6 +50,12 @@ def run_status(target: Target, run_id: str) -> dict[str, Any]:
     runs = call_runner(target.host, ["status", target.paths.outputs_root, run_id])["runs"]
     status: dict[str, Any] = runs[0]
     return status
+
+
+def show(target: Target, run_id: str, name: str) -> dict[str, Any]:
+    """One contract JSON file of a run, read on the host."""
+    doc: dict[str, Any] = call_runner(target.host, ["show", target.run_dir(run_id), name])["doc"]
+    return doc
 
 
 def cancel(target: Target, run_id: str, wait_s: float = 120.0) -> dict[str, Any]:

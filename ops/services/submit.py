@@ -1,0 +1,128 @@
+"""Submitting work: one preset, a sweep of presets, or a resume of an earlier run.
+
+Everything is validated on this side first (config, --set, run ids, secrets); only then does
+one runner call create the run dir(s) exclusively and launch them, so bad input changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ops.config.loader import LoadedConfig, ResolvedPreset, lookup_preset, resolve_preset
+from ops.config.models import SweepPreset
+from ops.errors import UsageError
+from ops.gitinfo import code_info
+from ops.hosts.base import call_runner
+from ops.services.runs import Target, show
+from ops.services.spec import build_spec, secret_values
+from runner import contract
+
+
+@dataclass(frozen=True)
+class Submitted:
+    run_ids: list[str]
+    run_dirs: list[str]
+    host: str
+    tmux_session: str
+    tmux_socket: str
+    sweep_id: str | None = None
+    parent_run_id: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def run_id(self) -> str:
+        return self.run_ids[0]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": "ops.run_submit/1", "run_id": self.run_id, "run_ids": self.run_ids,
+                "run_dirs": self.run_dirs, "sweep_id": self.sweep_id,
+                "parent_run_id": self.parent_run_id, "host": self.host,
+                "tmux_session": self.tmux_session, "tmux_socket": self.tmux_socket}
+
+
+def _run_id(given: str | None, preset: str) -> str:
+    try:
+        return contract.validate_run_id(given) if given else contract.new_run_id(preset)
+    except contract.ContractError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _spec(loaded: LoadedConfig, target: Target, resolved: ResolvedPreset, run_id: str,
+          secrets: Mapping[str, str], parent: str | None = None) -> dict[str, Any]:
+    spec = build_spec(loaded, resolved, run_id, paths=target.paths,
+                      code=code_info(loaded.repo_root), secret_names=sorted(secrets),
+                      parent_run_id=parent)
+    if parent:
+        spec["parent_run_dir"] = target.run_dir(parent)
+    return spec
+
+
+def submit(loaded: LoadedConfig, target: Target, preset: str, sets: Sequence[str] = (), *,
+           run_id: str | None = None, environ: Mapping[str, str] | None = None,
+           debug: bool = False) -> Submitted:
+    """One run of a preset; a sweep preset goes to submit_sweep."""
+    if isinstance(lookup_preset(loaded.config, preset), SweepPreset):
+        if run_id:
+            raise UsageError("--run-id names one run; a sweep names its members itself")
+        return submit_sweep(loaded, target, preset, sets, environ=environ, debug=debug)
+    resolved = resolve_preset(loaded.config, preset, sets, debug=debug)
+    run_id = _run_id(run_id, preset)
+    secrets = secret_values(loaded, resolved, os.environ if environ is None else environ)
+    return _launch_one(target, _spec(loaded, target, resolved, run_id, secrets), secrets)
+
+
+def _launch_one(target: Target, spec: dict[str, Any], secrets: Mapping[str, str]) -> Submitted:
+    payload = json.dumps({"spec": spec, "secrets": dict(secrets)})
+    answer = call_runner(target.host, ["submit", target.paths.outputs_root], input_text=payload)
+    return Submitted([answer["run_id"]], [answer["run_dir"]], target.host.name,
+                     answer["tmux_session"], answer["tmux_socket"],
+                     parent_run_id=spec.get("parent_run_id"))
+
+
+def submit_sweep(loaded: LoadedConfig, target: Target, name: str, sets: Sequence[str] = (), *,
+                 environ: Mapping[str, str] | None = None, debug: bool = False) -> Submitted:
+    """Every member as its own run, in order, grouped by one sweep id; one round trip."""
+    sweep = lookup_preset(loaded.config, name)
+    if not isinstance(sweep, SweepPreset):
+        raise UsageError(f"preset {name!r} is not a sweep")
+    env = os.environ if environ is None else environ
+    sweep_id = _run_id(None, name)
+    specs, secrets = [], {}
+    for member in sweep.members:
+        resolved = resolve_preset(loaded.config, member, sets, debug=debug)
+        member_secrets = secret_values(loaded, resolved, env)
+        secrets.update(member_secrets)
+        specs.append(_spec(loaded, target, resolved, _run_id(None, member), member_secrets))
+    payload = json.dumps({"sweep_id": sweep_id, "specs": specs, "secrets": secrets})
+    answer = call_runner(target.host, ["submit-sweep", target.paths.outputs_root],
+                         input_text=payload)
+    return Submitted(answer["run_ids"], answer["run_dirs"], target.host.name,
+                     answer["tmux_session"], answer["tmux_socket"], sweep_id=sweep_id)
+
+
+def resume(loaded: LoadedConfig, target: Target, parent_id: str, sets: Sequence[str] = (), *,
+           run_id: str | None = None, environ: Mapping[str, str] | None = None,
+           debug: bool = False) -> Submitted:
+    """A new run of the parent's preset and overrides that continues where the parent stopped."""
+    parent_spec = show(target, parent_id, contract.SPEC)
+    preset_name = str(parent_spec.get("preset"))
+    earlier = [f"{k}={_text(v)}" for k, v in (parent_spec.get("overrides") or {}).items()]
+    resolved = resolve_preset(loaded.config, preset_name, [*earlier, *sets], debug=debug)
+    key = resolved.preset.resume_override
+    if key:
+        overrides = {**resolved.preset.overrides, key: target.run_dir(parent_id)}
+        resolved = ResolvedPreset(resolved.name,
+                                  resolved.preset.model_copy(update={"overrides": overrides}),
+                                  {**resolved.overrides_set, key: target.run_dir(parent_id)})
+    secrets = secret_values(loaded, resolved, os.environ if environ is None else environ)
+    spec = _spec(loaded, target, resolved, _run_id(run_id, preset_name), secrets,
+                 parent=parent_id)
+    return _launch_one(target, spec, secrets)
+
+
+def _text(value: Any) -> str:
+    return str(value) if not isinstance(value, bool) else ("true" if value else "false")
