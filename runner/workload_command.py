@@ -98,6 +98,21 @@ def build_env(
     return env
 
 
+def wandb_env(wandb: Mapping[str, Any], run_dir: Path) -> dict[str, str]:
+    """W&B settings for a workload that logs there; never a credential (those stay in ~/.netrc).
+    WANDB_DIR keeps offline runs inside the run dir; WANDB_SILENT and a /dev/null stdin mean
+    W&B never prompts."""
+    mode = str(wandb.get("mode") or "disabled")
+    if mode == "disabled":
+        return {"WANDB_MODE": "disabled"}
+    env = {"OPS_WANDB_MODE": mode, "WANDB_DIR": str(run_dir), "WANDB_SILENT": "true",
+           "WANDB_CONSOLE": "off"}
+    for key in ("project", "entity", "run_id"):
+        if wandb.get(key):
+            env[f"OPS_WANDB_{key.upper()}"] = str(wandb[key])
+    return env
+
+
 def placeholder_values(spec: Mapping[str, Any], run_dir: Path, python: str) -> dict[str, str]:
     code_dir = str(spec.get("code", {}).get("dir") or run_dir)
     values = {

@@ -35,6 +35,7 @@ from runner.logpump import LogPump, StdoutMetrics
 from runner.track import EventLog
 
 PUMP_DRAIN_SEC = 2.0
+DERIVED_FILE = "derived.json"  # in {out_dir}: values a workload derives at run time
 
 
 class Wrapper:
@@ -67,6 +68,7 @@ class Wrapper:
         env = wc.build_env(workload, self.values, secrets)
         if self.spec.get("parent_run_dir"):
             env["OPS_RESUME_FROM"] = str(self.spec["parent_run_dir"])
+        env.update(wc.wandb_env(self.spec.get("wandb") or {}, self.run_dir))
         for sub in (self.out_dir, self.run_dir / contract.CHECKPOINTS_DIR):
             sub.mkdir(parents=True, exist_ok=True)
         script = wc.command_script(argv, cwd, {k: v for k, v in env.items() if k not in secrets},
@@ -216,6 +218,7 @@ class Wrapper:
         violations = self.ledger.restore_replaced(self.run_dir, self.out_dir)
         for item in violations:
             self.events.emit("contract_violation", file=item["file"], kept_as=item["kept_as"])
+        self._merge_workload_derived()
         final, best = metrics_from_log(self.run_dir, self.spec.get("metrics", {}).get("best", {}))
         final.update(self._summary_from_numbers())
         self.events.emit("run_end", status=status, exit_code=exit_code, signal=sig)
@@ -227,7 +230,7 @@ class Wrapper:
             "metrics_best": best, "failure": failure, "written_by": "wrapper",
             "files": file_digests(self.run_dir, sorted(self.ledger.written)),
             "contract_violations": violations,
-            "wandb": self.spec.get("wandb") or {},
+            "wandb": self._wandb_final(),
         }
         contract.atomic_write_json(self.run_dir / contract.SUMMARY, doc)
         return exit_code if exit_code is not None else 128 + (-(returncode or 0) or 1)
@@ -253,6 +256,25 @@ class Wrapper:
                             "traceback_tail": tail}
         return "failed", {"class": "exit_code", "message": f"exited with code {exit_code}",
                           "traceback_tail": tail}
+
+    def _merge_workload_derived(self) -> None:
+        """Values the workload derived itself ({out_dir}/derived.json: batch size, patch size,
+        compute profile...) join config_effective.json under derived.workload."""
+        extra = contract.read_json_or_none(self.out_dir / DERIVED_FILE)
+        current = contract.read_json_or_none(self.run_dir / contract.CONFIG_EFFECTIVE)
+        if extra is None or current is None:
+            return
+        current.setdefault("derived", {})["workload"] = extra
+        self.ledger.write_json(self.run_dir, contract.CONFIG_EFFECTIVE, current)
+
+    def _wandb_final(self) -> dict[str, Any]:
+        """The spec's W&B settings, completed by what the workload reported (run id, url)."""
+        final = dict(self.spec.get("wandb") or {})
+        for record in contract.read_jsonl(self.run_dir / contract.EVENTS).records:
+            if record.get("type") == "wandb":
+                final.update({k: record.get(k) for k in ("mode", "run_id", "url", "project")
+                              if record.get(k) is not None})
+        return final
 
     def _summary_from_numbers(self) -> dict[str, float]:
         source = self.spec.get("metrics", {}).get("summary_from")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,10 @@ def build_spec(loaded: LoadedConfig, resolved: ResolvedPreset, run_id: str, *, p
             "store": f"{paths.ops_home.rstrip('/')}/secrets/{run_id}.json",
         },
         "tmux": {"socket": cfg.tmux.socket},
-        "wandb": {"mode": cfg.storage.wandb.mode, "project": cfg.storage.wandb.project,
-                  "run_id": None, "url": None},
+        "wandb": {"mode": cfg.storage.wandb.mode,
+                  "project": cfg.storage.wandb.project or cfg.project.name,
+                  "entity": cfg.storage.wandb.entity,
+                  "run_id": (None if cfg.storage.wandb.mode == "disabled"
+                             else re.sub(r"[^A-Za-z0-9_-]", "-", run_id)[:64]),
+                  "url": None},
     }
