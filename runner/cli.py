@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,11 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="one contract JSON file of a run")
     p.add_argument("run_dir", type=Path)
     p.add_argument("name", choices=sorted(contract.JSON_FILES))
+    p = sub.add_parser("ls", help="files of a run dir (path, size, mtime) and its status")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--with-checkpoints", action="store_true")
+    p = sub.add_parser("pack", help="tar stream on stdout of the files named on stdin (JSON)")
+    p.add_argument("run_dir", type=Path)
     p = sub.add_parser("exec", help="run the wrapper for RUN_DIR (inside tmux)")
     p.add_argument("run_dir", type=Path)
     p = sub.add_parser("status", help="status of every run under ROOT, or of one")
@@ -60,39 +65,55 @@ def _run_dir_of(root: Path, run_id: str) -> Path:
     return run_dir
 
 
-def _dispatch(args: argparse.Namespace) -> Any:
-    if args.verb == "version":
-        return {"runner_version": __version__, "python": sys.executable}
-    if args.verb in ("submit", "submit-sweep"):
-        try:
-            payload = json.load(sys.stdin)
-        except ValueError as exc:
-            raise verbs.VerbError("usage", f"{args.verb}: stdin is not JSON: {exc}") from exc
-        submit = verbs.submit if args.verb == "submit" else verbs.submit_sweep
-        return submit(args.root, payload)
-    if args.verb == "show":
-        path = args.run_dir / args.name
-        if not path.exists():
-            raise verbs.VerbError("not_found", f"no {args.name} in {args.run_dir}")
-        try:
-            return {"name": args.name, "doc": contract.read_json(path)}
-        except contract.ContractError as exc:
-            raise verbs.VerbError("failed", str(exc)) from exc
-    if args.verb == "status":
-        if args.run_id:
-            return {"runs": [status.run_status(_run_dir_of(args.root, args.run_id))]}
-        return {"root": str(args.root), "runs": status.list_runs(args.root)}
-    if args.verb == "tail":
-        return verbs.tail(args.run_dir, args.offset, args.max_bytes, args.lines)
-    if args.verb == "cancel":
-        if not (args.run_dir / contract.SPEC).exists():
-            raise verbs.VerbError("not_found", f"no run at {args.run_dir}")
-        return verbs.cancel(args.run_dir, args.wait)
-    raise verbs.VerbError("usage", f"unknown verb {args.verb}")
+def _stdin_json(verb: str) -> Any:
+    try:
+        return json.load(sys.stdin)
+    except ValueError as exc:
+        raise verbs.VerbError("usage", f"{verb}: stdin is not JSON: {exc}") from exc
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def _existing_run(run_dir: Path) -> Path:
+    if not (run_dir / contract.SPEC).exists():
+        raise verbs.VerbError("not_found", f"no run at {run_dir}")
+    return run_dir
+
+
+def _status(args: argparse.Namespace) -> dict[str, Any]:
+    if args.run_id:
+        return {"runs": [status.run_status(_run_dir_of(args.root, args.run_id))]}
+    return {"root": str(args.root), "runs": status.list_runs(args.root)}
+
+
+def _show(args: argparse.Namespace) -> dict[str, Any]:
+    path = args.run_dir / args.name
+    if not path.exists():
+        raise verbs.VerbError("not_found", f"no {args.name} in {args.run_dir}")
+    try:
+        return {"name": args.name, "doc": contract.read_json(path)}
+    except contract.ContractError as exc:
+        raise verbs.VerbError("failed", str(exc)) from exc
+
+
+def _ls(args: argparse.Namespace) -> dict[str, Any]:
+    from runner.pack import listing
+
+    return listing(_existing_run(args.run_dir), args.with_checkpoints)
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "version": lambda _a: {"runner_version": __version__, "python": sys.executable},
+    "submit": lambda a: verbs.submit(a.root, _stdin_json("submit")),
+    "submit-sweep": lambda a: verbs.submit_sweep(a.root, _stdin_json("submit-sweep")),
+    "status": _status,
+    "show": _show,
+    "ls": _ls,
+    "tail": lambda a: verbs.tail(a.run_dir, a.offset, a.max_bytes, a.lines),
+    "cancel": lambda a: verbs.cancel(_existing_run(a.run_dir), a.wait),
+}
+
+
+def _long_running(args: argparse.Namespace) -> int | None:
+    """Verbs that are processes rather than questions: the wrapper, the sweep driver, pack."""
     if args.verb == "exec":
         from runner.wrapper import exec_run
 
@@ -101,12 +122,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         from runner.sweep import Driver
 
         return Driver(args.root, args.sweep_id).run()
+    if args.verb == "pack":
+        from runner.pack import pack_to_stdout
+
+        pack_to_stdout(args.run_dir, [str(p) for p in json.load(sys.stdin)])
+        return 0
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    code = _long_running(args)
+    if code is not None:
+        return code
     try:
-        result = _dispatch(args)
+        result = HANDLERS[args.verb](args)
     except verbs.VerbError as exc:
         json.dump({"error": {"kind": exc.kind, "message": exc.message}}, sys.stdout)
         sys.stdout.write("\n")
         return EXIT_BY_KIND.get(exc.kind, 1)
-    json.dump({"schema": f"ops.runner_{args.verb}/1", **result}, sys.stdout)
+    json.dump({"schema": f"ops.runner_{args.verb.replace('-', '_')}/1", **result}, sys.stdout)
     sys.stdout.write("\n")
     return 0

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from ops.config.loader import LoadedConfig, display_path, load_config
+from ops.config.models import SweepPreset
 from ops.config.scaffold import InitResult, init_project
 
 SHOW_SCHEMA = "ops.config_show/1"
@@ -75,6 +76,9 @@ def render_show_text(loaded: LoadedConfig) -> str:
         f"{path} = {json.dumps(value)}  [{source}]" for path, value, source in loaded.provenance()
     ]
     for name, preset in sorted(loaded.config.presets.items()):
+        if isinstance(preset, SweepPreset):
+            lines.append(f"# preset {name}: sweep of {', '.join(preset.members)}, in order")
+            continue
         lines.append(
             f"# preset {name}: overrides as {preset.override_format!r}: {preset.override_form()}"
         )

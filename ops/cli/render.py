@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
@@ -29,6 +30,35 @@ def submitted(done: Any) -> str:
     lines += [f"  run dir: {d}" for d in done.run_dirs]
     lines.append(f"  tmux:    tmux -L {done.tmux_socket} attach -t {done.tmux_session}")
     return "\n".join(lines)
+
+
+class ProgressBar:
+    """A byte progress bar on stderr when it is a terminal; silent otherwise."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled and sys.stderr.isatty()
+        self._bar: Any = None
+
+    def start(self, total: int) -> Callable[[int], None]:
+        if not self.enabled:
+            return lambda _n: None
+        self._bar = click.progressbar(length=total, label="fetching", file=sys.stderr,
+                                      show_pos=False, show_percent=True, show_eta=True)
+        self._bar.__enter__()
+        return self._bar.update  # type: ignore[no-any-return]
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+
+def fetched(result: Any) -> str:
+    mib = result.bytes_fetched / 2**20
+    return (f"fetched {len(result.files_fetched)} files ({mib:.1f} MiB) into {result.dest}; "
+            f"{result.files_current} already up to date; remote status: {result.remote_status}")
 
 
 def _num(value: Any) -> str:

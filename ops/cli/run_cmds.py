@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
 from ops.cli import render
 from ops.cli.context import load, target_for
 from ops.errors import UsageError
-from ops.services import runs, submit
+from ops.services import fetch, runs, submit
 
 
 @click.group("run")
@@ -100,6 +101,27 @@ def cancel_cmd(ctx: click.Context, run_id: str, as_json: bool) -> None:
         render.echo_json({"schema": "ops.run_cancel/1", **result})
     else:
         click.echo(result.get("message") or f"{run_id}: {result.get('status')}")
+
+
+@run_group.command("fetch")
+@click.argument("run_id")
+@click.option("--to", "dest", type=click.Path(path_type=Path), default=None,
+              help="Directory to fetch into (default: storage.artifacts_dir).")
+@click.option("--with-checkpoints", is_flag=True, help="Also fetch checkpoints/.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def fetch_cmd(ctx: click.Context, run_id: str, dest: Path | None, with_checkpoints: bool,
+              as_json: bool) -> None:
+    """Copy RUN_ID's run dir here: only new or changed files, resumable after a drop."""
+    loaded = load(ctx)
+    root = dest or loaded.repo_root / loaded.config.storage.artifacts_dir
+    with render.ProgressBar(enabled=not as_json) as bar:
+        result = fetch.fetch(target_for(loaded), run_id, root,
+                             with_checkpoints=with_checkpoints, progress=bar.start)
+    if as_json:
+        render.echo_json(result.to_json())
+    else:
+        click.echo(render.fetched(result))
 
 
 def _write_stdout(data: bytes) -> None:

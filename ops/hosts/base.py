@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from ops.errors import ConflictError, HostError, NotFoundError, OpsError, UsageError
 
@@ -40,6 +41,12 @@ class Host(Protocol):
              timeout: float | None = None) -> ExecResult: ...
 
     def runner_argv(self) -> list[str]: ...
+
+    def stream(self, argv: Sequence[str], *,
+               input_bytes: bytes = b"") -> AbstractContextManager[BinaryIO]:
+        """Run ``argv`` and read its stdout as a binary stream (for tar); on leaving the
+        context a non-zero exit raises HostCommandError."""
+        ...
 
 
 _RUNNER_ERRORS: dict[str, type[OpsError]] = {

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from ops.errors import HostError
 from ops.hosts.base import ExecResult, HostCommandError
@@ -40,6 +42,22 @@ class LocalHost:
 
     def runner_argv(self) -> list[str]:
         return [sys.executable, "-m", "runner"]
+
+    @contextmanager
+    def stream(self, argv: Sequence[str], *, input_bytes: bytes = b"") -> Iterator[BinaryIO]:
+        proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=scrubbed_env())
+        assert proc.stdin is not None and proc.stdout is not None  # noqa: S101 - PIPE given
+        proc.stdin.write(input_bytes)
+        proc.stdin.close()
+        try:
+            yield proc.stdout  # type: ignore[misc]  # Popen types its pipes as IO[bytes]
+        finally:
+            proc.stdout.close()
+            code = proc.wait()
+            stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        if code != 0:
+            raise HostCommandError(ExecResult(self.name, tuple(argv), code, "", stderr))
 
     def expand(self, path: str) -> str:
         return os.path.expanduser(path)

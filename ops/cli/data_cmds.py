@@ -1,0 +1,48 @@
+"""`ops data ...`: make a synthetic dataset, profile a dataset (needs the train extra)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ops.cli import render
+from ops.services import data
+
+
+@click.group("data")
+def data_group() -> None:
+    """Synthetic vessel datasets and header-only dataset profiles."""
+
+
+@data_group.command("synth")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Directory to write imagesTr/, labelsTr/ and dataset.json into.")
+@click.option("--n", type=click.IntRange(min=1), default=24, show_default=True,
+              help="Number of volumes.")
+@click.option("--size", type=click.IntRange(min=8), default=256, show_default=True,
+              help="Lateral size: volumes are SIZE x SIZE x Z.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Replace the dataset files already in --out.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def synth_cmd(out_dir: Path, n: int, size: int, seed: int, force: bool, as_json: bool) -> None:
+    """Write synthetic two-photon-like vessel volumes and labels as NIfTI."""
+    report = data.synth(out_dir, n=n, size=size, seed=seed, overwrite=force)
+    if as_json:
+        render.echo_json(report.to_json())
+    else:
+        click.echo(report.render_text())
+
+
+@data_group.command("profile")
+@click.argument("data_dir", type=click.Path(path_type=Path))
+@click.option("--divisor", default="16,16,4", show_default=True, metavar="X,Y,Z",
+              help="The network's stride product per axis; patches are multiples of it.")
+@click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON.")
+def profile_cmd(data_dir: Path, divisor: str, as_json: bool) -> None:
+    """Shapes, spacing, outliers, sizes and a safe patch, from NIfTI headers only."""
+    found = data.profile(data_dir, data.parse_divisor(divisor))
+    if as_json:
+        render.echo_json(found.to_json())
+    else:
+        click.echo(found.render_text())

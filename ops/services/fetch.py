@@ -1,0 +1,141 @@
+"""`ops run fetch`: a run dir from the host into artifacts/runs/<run_id>/.
+
+One listing round trip decides what is missing (new files, and files whose size or mtime
+changed), then one tar stream brings exactly those. Each file lands under `.ops/partial/` first
+and is moved into place only once all its bytes arrived, so an interrupted fetch never leaves a
+truncated file that looks complete; re-running it fetches what is still missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tarfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
+
+from ops.errors import HostError
+from ops.hosts.base import call_runner
+from ops.services.runs import Target
+from runner import contract
+
+PARTIAL = ".ops/partial"
+RECORD = ".ops/fetch.json"
+Progress = Callable[[int], None]
+
+
+@dataclass
+class FetchResult:
+    run_id: str
+    dest: Path
+    files_fetched: list[str] = field(default_factory=list)
+    bytes_fetched: int = 0
+    files_current: int = 0
+    remote_status: str | None = None
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": "ops.run_fetch/1", "run_id": self.run_id, "dest": str(self.dest),
+                "files_fetched": len(self.files_fetched), "bytes_fetched": self.bytes_fetched,
+                "files_up_to_date": self.files_current, "remote_status": self.remote_status,
+                "seconds": round(self.seconds, 3)}
+
+
+def _needed(remote: list[dict[str, Any]], dest: Path) -> list[dict[str, Any]]:
+    wanted = []
+    for item in remote:
+        local = dest / item["path"]
+        try:
+            stat = local.stat()
+        except FileNotFoundError:
+            wanted.append(item)
+            continue
+        if stat.st_size != item["size"] or abs(stat.st_mtime - item["mtime"]) > 1e-3:
+            wanted.append(item)
+    return wanted
+
+
+def fetch(target: Target, run_id: str, dest_root: Path, *, with_checkpoints: bool = False,
+          progress: Callable[[int], Progress] | None = None) -> FetchResult:
+    started = time.time()
+    run_dir = target.run_dir(run_id)
+    args = ["ls", run_dir] + (["--with-checkpoints"] if with_checkpoints else [])
+    listing = call_runner(target.host, args)
+    dest = dest_root / run_id
+    result = FetchResult(run_id, dest, remote_status=listing["status"].get("status"))
+    wanted = _needed(listing["files"], dest)
+    result.files_current = len(listing["files"]) - len(wanted)
+    if wanted:
+        total = sum(int(w["size"]) for w in wanted)
+        advance = progress(total) if progress else None
+        payload = json.dumps([w["path"] for w in wanted]).encode()
+        with target.host.stream([*target.host.runner_argv(), "pack", run_dir],
+                                input_bytes=payload) as stream:
+            _receive(stream, dest, {w["path"]: w for w in wanted}, result, advance)
+    result.seconds = time.time() - started
+    _record(target, run_dir, result, listing["status"], with_checkpoints)
+    return result
+
+
+def _receive(stream: BinaryIO, dest: Path, wanted: dict[str, dict[str, Any]],
+             result: FetchResult, advance: Progress | None) -> None:
+    partial_root = dest / PARTIAL
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                if member.name not in wanted or not member.isfile():
+                    raise HostError(f"fetch: unexpected entry {member.name!r} in the stream")
+                final = _place(tar, member, partial_root, dest, advance)
+                result.files_fetched.append(member.name)
+                result.bytes_fetched += final
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise HostError(f"fetch of {dest.name} was interrupted: {exc}",
+                        hint="run the same command again: it resumes with what is missing "
+                             f"({len(result.files_fetched)} files already in place)") from exc
+
+
+def _place(tar: tarfile.TarFile, member: tarfile.TarInfo, partial_root: Path, dest: Path,
+           advance: Progress | None) -> int:
+    rel = PurePosixPath(member.name)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise HostError(f"fetch: refusing path {member.name!r}")
+    partial = partial_root / rel
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    source = tar.extractfile(member)
+    if source is None:
+        raise HostError(f"fetch: {member.name} has no data")
+    written = 0
+    with open(partial, "wb") as out:
+        while chunk := source.read(1 << 20):
+            out.write(chunk)
+            written += len(chunk)
+            if advance:
+                advance(len(chunk))
+    if written != member.size:
+        partial.unlink()
+        raise HostError(f"fetch: {member.name} arrived with {written} of {member.size} bytes")
+    # the sender's mtime at the moment it opened the file: a file that changed after the
+    # listing is compared against what actually arrived, and fetched again next time
+    os.utime(partial, (member.mtime, member.mtime))
+    final = dest / rel
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(partial, final)
+    return written
+
+
+def _record(target: Target, run_dir: str, result: FetchResult, status: dict[str, Any],
+            with_checkpoints: bool) -> None:
+    record = result.dest / RECORD
+    record.parent.mkdir(parents=True, exist_ok=True)
+    contract.atomic_write_json(record, {
+        "schema": contract.schema_tag("fetch"), "run_id": result.run_id,
+        "fetched_at": contract.iso(), "host": target.host.name, "remote_run_dir": run_dir,
+        "remote_status": status, "with_checkpoints": with_checkpoints,
+        "files_fetched": result.files_fetched,
+        "bytes_fetched": result.bytes_fetched})
+    with contextlib.suppress(OSError):
+        (result.dest / PARTIAL).rmdir()  # empty once everything landed
