@@ -252,13 +252,24 @@ L3_CHECKS: tuple[Check, ...] = (
 # L4: dataset and checkpoint contents
 
 
+def fetch_record(run_dir: Path) -> dict[str, Any] | None:
+    """`.ops/fetch.json` of a run dir that `ops run fetch` copied here, else None."""
+    return contract.read_json_or_none(run_dir / FETCH_RECORD)
+
+
 def check_dataset(run: ParsedRun, out: Findings) -> None:
     manifest = run.docs.get(contract.DATASET_MANIFEST)
     if manifest is None:
         return
     root = Path(str(manifest.get("root", "")))
     if not root.is_dir():
-        out.fail(contract.DATASET_MANIFEST, "L4.dataset-missing", f"dataset root {root} is absent")
+        fetched = fetch_record(run.run_dir)
+        if fetched is not None:
+            out.warn(contract.DATASET_MANIFEST, "L4.dataset-elsewhere",
+                     f"dataset root {root} is on {fetched.get('host')}, not here: not checked")
+        else:
+            out.fail(contract.DATASET_MANIFEST, "L4.dataset-missing",
+                     f"dataset root {root} is absent")
         return
     files = manifest.get("files")
     for entry in files if isinstance(files, list) else []:
@@ -280,10 +291,16 @@ def check_checkpoints(run: ParsedRun, out: Findings) -> None:
         out.warn(contract.CHECKPOINTS_DIR, "L4.checkpoints", "not checked: no usable summary.json")
         return
     listed = {k: v for k, v in run.summary_files().items() if k.startswith(CHECKPOINTS_PREFIX)}
+    fetched = fetch_record(run.run_dir)
+    skipped = fetched is not None and not fetched.get("with_checkpoints")
     for relative, recorded in sorted(listed.items()):
         path = inside(run.run_dir, relative)
         if path is None or not isinstance(recorded, dict):
             out.fail(relative, "L4.checkpoint-digest", "not a usable entry of summary.json files")
+            continue
+        if skipped and not path.exists():
+            out.warn(relative, "L4.checkpoint-not-fetched",
+                     "fetched without --with-checkpoints: not checked")
             continue
         problem = digest_problem(path, recorded)
         if problem is not None:
@@ -301,3 +318,4 @@ def _files_under(run_dir: Path, subdir: str) -> list[str]:
 
 
 L4_CHECKS: tuple[Check, ...] = (check_dataset, check_checkpoints)
+FETCH_RECORD = ".ops/fetch.json"

@@ -77,3 +77,13 @@ def test_interrupted_fetch_leaves_no_truncated_file(project: Project, tmp_path: 
     result = fetch.fetch(target, "f-2", dest)
     assert (dest / "f-2" / "out" / "big.bin").read_bytes() == big.read_bytes()
     assert "out/big.bin" in result.files_fetched
+
+
+def test_fetched_copy_without_checkpoints_validates_deep(project: Project, tmp_path: Path) -> None:
+    assert project.ops("run", "submit", "-p", "toy", "--run-id", "f-3", "-f").exit_code == 0
+    dest = tmp_path / "art"
+    assert project.ops("run", "fetch", "f-3", "--to", str(dest)).exit_code == 0
+    report = project.ops("validate", "--deep", "--json", str(dest / "f-3"))
+    assert report.exit_code == 0, report.stdout
+    rules = {w["rule"] for w in report.json()["warnings"]}
+    assert "L4.checkpoint-not-fetched" in rules
