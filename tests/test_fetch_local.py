@@ -87,3 +87,14 @@ def test_fetched_copy_without_checkpoints_validates_deep(project: Project, tmp_p
     assert report.exit_code == 0, report.stdout
     rules = {w["rule"] for w in report.json()["warnings"]}
     assert "L4.checkpoint-not-fetched" in rules
+
+
+def test_status_of_a_fetched_live_run_says_as_of(project: Project) -> None:
+    run_id = project.ops("run", "submit", "-p", "slow", "--json").json()["run_id"]
+    project.wait_for((project.run_dir(run_id) / "heartbeat.json").exists)
+    assert project.ops("run", "fetch", run_id).exit_code == 0
+    assert project.ops("run", "cancel", run_id).exit_code == 0
+    shown = project.ops("run", "status", run_id, "--fetched", "--json").json()["runs"][0]
+    assert shown["status"] in ("running", "launching") and shown["as_of"]
+    text = project.ops("run", "status", run_id, "--fetched").stdout
+    assert f"as of {shown['as_of']}" in text

@@ -63,12 +63,21 @@ def list_cmd(ctx: click.Context, as_json: bool) -> None:
 
 @run_group.command("status")
 @click.argument("run_id", required=False)
+@click.option("--fetched", is_flag=True,
+              help="Read the fetched copy under artifacts/ instead of asking the host.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def status_cmd(ctx: click.Context, run_id: str | None, as_json: bool) -> None:
+def status_cmd(ctx: click.Context, run_id: str | None, fetched: bool, as_json: bool) -> None:
     """Status of every run (one round trip), or of RUN_ID in detail."""
-    target = target_for(load(ctx))
-    found = [runs.run_status(target, run_id)] if run_id else runs.list_runs(target)
+    loaded = load(ctx)
+    if fetched:
+        if not run_id:
+            raise UsageError("--fetched needs a RUN_ID")
+        root = loaded.repo_root / loaded.config.storage.artifacts_dir
+        found = [fetch.fetched_status(root, run_id)]
+    else:
+        target = target_for(loaded)
+        found = [runs.run_status(target, run_id)] if run_id else runs.list_runs(target)
     if as_json:
         render.echo_json({"schema": "ops.run_status/1", "runs": found})
     elif run_id:
@@ -98,7 +107,7 @@ def cancel_cmd(ctx: click.Context, run_id: str, as_json: bool) -> None:
     """Stop RUN_ID: SIGINT, then SIGTERM, then SIGKILL after the preset's grace period."""
     result = runs.cancel(target_for(load(ctx)), run_id)
     if as_json:
-        render.echo_json({"schema": "ops.run_cancel/1", **result})
+        render.echo_json({**result, "schema": "ops.run_cancel/1"})
     else:
         click.echo(result.get("message") or f"{run_id}: {result.get('status')}")
 

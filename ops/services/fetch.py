@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from ops.errors import HostError
+from ops.errors import HostError, NotFoundError
 from ops.hosts.base import call_runner
 from ops.services.runs import Target
 from runner import contract
@@ -139,3 +139,23 @@ def _record(target: Target, run_dir: str, result: FetchResult, status: dict[str,
         "bytes_fetched": result.bytes_fetched})
     with contextlib.suppress(OSError):
         (result.dest / PARTIAL).rmdir()  # empty once everything landed
+
+
+def fetched_status(dest_root: Path, run_id: str) -> dict[str, Any]:
+    """Status of a fetched copy: recorded when its summary arrived, else the host's status as
+    of the fetch (a live run may have moved on since)."""
+    dest = dest_root / run_id
+    record = contract.read_json_or_none(dest / RECORD)
+    if record is None:
+        raise NotFoundError(f"no fetched copy of {run_id!r} under {dest_root}",
+                            hint=f"ops run fetch {run_id}")
+    summary = contract.read_runner_summary(dest)
+    if summary is not None:
+        return {"run_id": run_id, "run_dir": str(dest), "status": summary.get("status"),
+                "exit_code": summary.get("exit_code"), "ended_at": summary.get("ended_at"),
+                "metrics_final": summary.get("metrics_final", {}), "notes": []}
+    remote = dict(record.get("remote_status") or {})
+    remote.update(run_dir=str(dest), as_of=record.get("fetched_at"))
+    remote.setdefault("notes", []).append(
+        f"{remote.get('status')} as of {record.get('fetched_at')} (fetch again for news)")
+    return remote
