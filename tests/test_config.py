@@ -151,7 +151,10 @@ def test_malformed_json(text: str, message: str, tmp_path: Path) -> None:
             {"presets": {"p": smoke_preset(kind="monai")}},
             "presets.p.kind: unknown preset kind 'monai' (known kinds: command, monai_seg, sweep)",
         ),
-        ({"presets": {"p": {"command": ["x"]}}}, "presets.p.kind: field required (known kinds: command, monai_seg, sweep)"),
+        (
+            {"presets": {"p": {"command": ["x"]}}},
+            "presets.p.kind: field required (known kinds: command, monai_seg, sweep)",
+        ),
         ({"presets": {"p": smoke_preset(command=[])}}, "presets.p.command: List should have"),
         (
             {"presets": {"p": smoke_preset(metrics_from_stdout=[{"pattern": r"loss (\d+)"}])}},
@@ -439,7 +442,7 @@ def test_init_writes_a_valid_config_and_gitignores_the_overlay(tmp_path: Path) -
     doc = json.loads((repo / PROJECT).read_text())
     assert "$schema" not in doc
     assert ProjectConfig.model_validate(doc).presets["smoke"].is_python()
-    assert (repo / ".gitignore").read_text() == "configs/ops/project.local.json\n"
+    assert (repo / ".gitignore").read_text() == "configs/ops/project.local.json\n.ops/\n"
 
 
 def test_init_links_the_schema_when_the_repo_has_it(tmp_path: Path) -> None:
@@ -465,10 +468,10 @@ def test_init_refuses_to_overwrite_and_touches_nothing(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("existing", "expected"),
     [
-        ("venv/", "venv/\nconfigs/ops/project.local.json\n"),
-        ("venv/\n", "venv/\nconfigs/ops/project.local.json\n"),
-        ("/configs/ops/project.local.json\n", "/configs/ops/project.local.json\n"),
-        ("", "configs/ops/project.local.json\n"),
+        ("venv/", "venv/\nconfigs/ops/project.local.json\n.ops/\n"),
+        ("venv/\n", "venv/\nconfigs/ops/project.local.json\n.ops/\n"),
+        ("/configs/ops/project.local.json\n.ops/\n", "/configs/ops/project.local.json\n.ops/\n"),
+        ("", "configs/ops/project.local.json\n.ops/\n"),
     ],
     ids=["no-trailing-newline", "trailing-newline", "already-there-rooted", "empty"],
 )

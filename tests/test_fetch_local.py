@@ -49,10 +49,11 @@ def test_interrupted_fetch_leaves_no_truncated_file(project: Project, tmp_path: 
     from contextlib import contextmanager
 
     from ops.config.loader import load_config
-    from ops.services import fetch, runs
+    from ops.services import fetch
+    from ops.services.hosts import open_target
 
     loaded = load_config(project.config_path)
-    target = runs.local_target(loaded)
+    target = open_target(loaded)
     original_stream = target.host.stream
 
     class Cut:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
 from ops.config.loader import LoadedConfig, load_config
-from ops.services.runs import Target, local_target
+from ops.services.hosts import open_target
+from ops.services.runs import Target
 
 
 def project_config_option(ctx: click.Context) -> Path | None:
@@ -20,6 +23,23 @@ def load(ctx: click.Context) -> LoadedConfig:
     return load_config(project_config_option(ctx))
 
 
-def target_for(loaded: LoadedConfig) -> Target:
-    """The local host: remote hosts arrive with the SSH transport."""
-    return local_target(loaded)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def host_options(func: F) -> F:
+    """--host and --accept-new, for every command that talks to a host."""
+    func = click.option("--accept-new", is_flag=True,
+                        help="Trust an unknown host key (stored in .ops/known_hosts).")(func)
+    return click.option("--host", "-H", default=None, metavar="HOST",
+                        help="Host from project.json hosts, an ~/.ssh/config alias, "
+                             "user@host[:port], or `local` (default: project.default_host, "
+                             "else local).")(func)
+
+
+def target_for(ctx: click.Context, loaded: LoadedConfig, host: str | None = None,
+               accept_new: bool = False) -> Target:
+    """The host the command works on; a remote one is connected once, runner checked, and
+    closed when the command ends."""
+    target = open_target(loaded, host, accept_new=accept_new)
+    ctx.call_on_close(target.close)
+    return target

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ops.cli import render
-from ops.cli.context import load, target_for
+from ops.cli.context import host_options, load, target_for
 from ops.errors import UsageError
 from ops.services import fetch, runs, submit
 
@@ -28,14 +28,16 @@ def run_group() -> None:
 @click.option("--run-id", default=None, help="Run id (default: <preset>-<UTC time>-<4 hex>).")
 @click.option("--follow", "-f", is_flag=True, help="Tail the log; exit with the run's outcome.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@host_options
 @click.pass_context
 def submit_cmd(ctx: click.Context, preset: str | None, resume_id: str | None, debug: bool,
-               sets: tuple[str, ...], run_id: str | None, follow: bool, as_json: bool) -> None:
+               sets: tuple[str, ...], run_id: str | None, follow: bool, as_json: bool,
+               host: str | None, accept_new: bool) -> None:
     """Create a run directory and launch a preset detached in tmux (a sweep: one run each)."""
     if (preset is None) == (resume_id is None):
         raise UsageError("give exactly one of --preset and --resume")
     loaded = load(ctx)
-    target = target_for(loaded)
+    target = target_for(ctx, loaded, host, accept_new)
     if resume_id:
         done = submit.resume(loaded, target, resume_id, sets, run_id=run_id, debug=debug)
     else:
@@ -51,10 +53,11 @@ def submit_cmd(ctx: click.Context, preset: str | None, resume_id: str | None, de
 
 @run_group.command("list")
 @click.option("--json", "as_json", is_flag=True)
+@host_options
 @click.pass_context
-def list_cmd(ctx: click.Context, as_json: bool) -> None:
+def list_cmd(ctx: click.Context, as_json: bool, host: str | None, accept_new: bool) -> None:
     """Every run on the host, one line each."""
-    found = runs.list_runs(target_for(load(ctx)))
+    found = runs.list_runs(target_for(ctx, load(ctx), host, accept_new))
     if as_json:
         render.echo_json({"schema": "ops.run_list/1", "runs": found})
     else:
@@ -66,8 +69,10 @@ def list_cmd(ctx: click.Context, as_json: bool) -> None:
 @click.option("--fetched", is_flag=True,
               help="Read the fetched copy under artifacts/ instead of asking the host.")
 @click.option("--json", "as_json", is_flag=True)
+@host_options
 @click.pass_context
-def status_cmd(ctx: click.Context, run_id: str | None, fetched: bool, as_json: bool) -> None:
+def status_cmd(ctx: click.Context, run_id: str | None, fetched: bool, as_json: bool,
+               host: str | None, accept_new: bool) -> None:
     """Status of every run (one round trip), or of RUN_ID in detail."""
     loaded = load(ctx)
     if fetched:
@@ -76,7 +81,7 @@ def status_cmd(ctx: click.Context, run_id: str | None, fetched: bool, as_json: b
         root = loaded.repo_root / loaded.config.storage.artifacts_dir
         found = [fetch.fetched_status(root, run_id)]
     else:
-        target = target_for(loaded)
+        target = target_for(ctx, loaded, host, accept_new)
         found = [runs.run_status(target, run_id)] if run_id else runs.list_runs(target)
     if as_json:
         render.echo_json({"schema": "ops.run_status/1", "runs": found})
@@ -91,10 +96,13 @@ def status_cmd(ctx: click.Context, run_id: str | None, fetched: bool, as_json: b
 @click.option("--follow", "-f", is_flag=True, help="Keep printing; exit with the run's outcome.")
 @click.option("-n", "--lines", type=click.IntRange(min=0), default=None,
               help="Start with the last LINES lines.")
+@host_options
 @click.pass_context
-def tail_cmd(ctx: click.Context, run_id: str, follow: bool, lines: int | None) -> None:
+def tail_cmd(ctx: click.Context, run_id: str, follow: bool, lines: int | None,
+             host: str | None, accept_new: bool) -> None:
     """Print RUN_ID's stdout.log."""
-    final = runs.tail(target_for(load(ctx)), run_id, _write_stdout, follow=follow, lines=lines)
+    target = target_for(ctx, load(ctx), host, accept_new)
+    final = runs.tail(target, run_id, _write_stdout, follow=follow, lines=lines)
     if follow:
         runs.raise_for_outcome(final)
 
@@ -102,10 +110,12 @@ def tail_cmd(ctx: click.Context, run_id: str, follow: bool, lines: int | None) -
 @run_group.command("cancel")
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True)
+@host_options
 @click.pass_context
-def cancel_cmd(ctx: click.Context, run_id: str, as_json: bool) -> None:
+def cancel_cmd(ctx: click.Context, run_id: str, as_json: bool, host: str | None,
+               accept_new: bool) -> None:
     """Stop RUN_ID: SIGINT, then SIGTERM, then SIGKILL after the preset's grace period."""
-    result = runs.cancel(target_for(load(ctx)), run_id)
+    result = runs.cancel(target_for(ctx, load(ctx), host, accept_new), run_id)
     if as_json:
         render.echo_json({**result, "schema": "ops.run_cancel/1"})
     else:
@@ -118,14 +128,15 @@ def cancel_cmd(ctx: click.Context, run_id: str, as_json: bool) -> None:
               help="Directory to fetch into (default: storage.artifacts_dir).")
 @click.option("--with-checkpoints", is_flag=True, help="Also fetch checkpoints/.")
 @click.option("--json", "as_json", is_flag=True)
+@host_options
 @click.pass_context
 def fetch_cmd(ctx: click.Context, run_id: str, dest: Path | None, with_checkpoints: bool,
-              as_json: bool) -> None:
+              as_json: bool, host: str | None, accept_new: bool) -> None:
     """Copy RUN_ID's run dir here: only new or changed files, resumable after a drop."""
     loaded = load(ctx)
     root = dest or loaded.repo_root / loaded.config.storage.artifacts_dir
     with render.ProgressBar(enabled=not as_json) as bar:
-        result = fetch.fetch(target_for(loaded), run_id, root,
+        result = fetch.fetch(target_for(ctx, loaded, host, accept_new), run_id, root,
                              with_checkpoints=with_checkpoints, progress=bar.start)
     if as_json:
         render.echo_json(result.to_json())

@@ -114,6 +114,11 @@ class HostConfig(_Closed):
     """Outputs root on this host; default project.remote_outputs_dir."""
     ops_home: str | None = None
     """ops home on this host; default project.ops_home."""
+    python: str = "python3"
+    """Interpreter that runs the runner there; ops makes <ops_home>/venv from it (seeing the
+    system packages, so the pod's torch is reused) when psutil or libtmux are missing."""
+    connect_retry_sec: float = Field(60.0, ge=0)
+    """How long to keep retrying a connection that is refused or times out (a booting pod)."""
 
 
 class Limits(_Closed):

@@ -15,6 +15,8 @@ from runner.contract import atomic_write_bytes, dumps
 SCHEMA_RELPATH = Path("schemas/project.schema.json")
 SCHEMA_REF = "../../schemas/project.schema.json"
 GITIGNORE_LINE = f"{PROJECT_RELPATH.parent.as_posix()}/{LOCAL_NAME}"
+# the local overlay, and .ops/ (pinned host keys, fetch records) stay out of git
+GITIGNORE_LINES = (GITIGNORE_LINE, ".ops/")
 
 # A workload that runs anywhere: prints a few steps; `--set steps=10` changes how many.
 SMOKE_CODE = """\
@@ -75,10 +77,10 @@ def init_project(repo_root: Path, name: str | None = None, force: bool = False) 
     atomic_write_bytes(target, dumps(doc))
     created, changed = ([], [target]) if existed else ([target], [])
     gitignore = repo_root / ".gitignore"
-    outcome = ensure_gitignored(gitignore, GITIGNORE_LINE)
-    if outcome == "created":
+    outcomes = {ensure_gitignored(gitignore, line) for line in GITIGNORE_LINES}
+    if "created" in outcomes:
         created.append(gitignore)
-    elif outcome == "changed":
+    elif "changed" in outcomes:
         changed.append(gitignore)
     return InitResult(project_name, target, tuple(created), tuple(changed))
 

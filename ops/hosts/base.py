@@ -24,14 +24,28 @@ class ExecResult:
         return self.exit_code == 0
 
 
+class ConnectionLostError(HostError):
+    """The connection dropped while a command ran; the next call reconnects."""
+
+
 class HostCommandError(HostError):
     """A host command exited non-zero; the full result rides along."""
 
     def __init__(self, result: ExecResult):
         tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
-        super().__init__(f"{result.argv[0]} on {result.host} exited with {result.exit_code}",
-                         details=tail)
+        super().__init__(f"{command_name(result.argv)} on {result.host} exited with "
+                         f"{result.exit_code}", details=tail)
         self.result = result
+
+
+def command_name(argv: Sequence[str]) -> str:
+    """What a user recognises: `runner status`, not `env PYTHONPATH=... python3 -m runner`."""
+    words = list(argv)
+    if words[:1] == ["env"]:
+        words = [w for w in words[1:] if "=" not in w]
+    if len(words) >= 3 and words[1:3] == ["-m", "runner"]:
+        return " ".join(["runner", *words[3:4]])
+    return words[0] if words else "?"
 
 
 class Host(Protocol):

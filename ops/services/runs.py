@@ -11,9 +11,8 @@ from typing import Any
 
 from ops.config.loader import LoadedConfig
 from ops.errors import RunOutcome, UsageError
-from ops.hosts.base import Host, call_runner
-from ops.hosts.local import LocalHost
-from ops.services.spec import HostPaths, local_outputs_root
+from ops.hosts.base import ConnectionLostError, Host, call_runner
+from ops.services.spec import HostPaths
 from runner import contract
 
 TAIL_CHUNK = 1 << 20
@@ -26,17 +25,17 @@ class Target:
     host: Host
     paths: HostPaths
 
+    def close(self) -> None:
+        close = getattr(self.host, "close", None)
+        if close is not None:
+            close()
+
     def run_dir(self, run_id: str) -> str:
         try:
             contract.validate_run_id(run_id)
         except contract.ContractError as exc:
             raise UsageError(str(exc)) from exc
         return f"{self.paths.outputs_root.rstrip('/')}/{run_id}"
-
-
-def local_target(loaded: LoadedConfig) -> Target:
-    home = os.path.expanduser(loaded.config.project.ops_home)
-    return Target(LocalHost(), HostPaths(str(local_outputs_root(loaded)), home))
 
 
 def list_runs(target: Target) -> list[dict[str, Any]]:
@@ -77,7 +76,13 @@ def tail(target: Target, run_id: str, write: Callable[[bytes], None], *, follow:
             args += ["--offset", str(offset)]
         elif lines is not None:
             args += ["--lines", str(lines)]
-        answer = call_runner(target.host, args)
+        try:
+            answer = call_runner(target.host, args)
+        except ConnectionLostError:
+            if not follow:
+                raise
+            sleep(poll_s)  # the host reconnects on the next call; the offset says where
+            continue
         write(base64.b64decode(answer["data_b64"]))
         offset = int(answer["next_offset"])
         if offset < int(answer["size"]):
