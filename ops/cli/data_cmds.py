@@ -22,12 +22,15 @@ def data_group() -> None:
               help="Number of volumes.")
 @click.option("--size", type=click.IntRange(min=8), default=256, show_default=True,
               help="Lateral size: volumes are SIZE x SIZE x Z.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes to use (default: up to 4 CPUs); the output does not change.")
 @click.option("--force", is_flag=True, help="Replace the dataset files already in --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def synth_cmd(out_dir: Path, n: int, size: int, seed: int, force: bool, as_json: bool) -> None:
+def synth_cmd(out_dir: Path, n: int, size: int, seed: int, workers: int | None, force: bool,
+              as_json: bool) -> None:
     """Write synthetic two-photon-like vessel volumes and labels as NIfTI."""
-    report = data.synth(out_dir, n=n, size=size, seed=seed, overwrite=force)
+    report = data.synth(out_dir, n=n, size=size, seed=seed, overwrite=force, workers=workers)
     if as_json:
         render.echo_json(report.to_json())
     else:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import base64
-import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ops.config.loader import LoadedConfig
 from ops.errors import RunOutcome, UsageError
 from ops.hosts.base import ConnectionLostError, Host, call_runner
 from ops.services.spec import HostPaths
