@@ -88,6 +88,11 @@ def build_env(
         env.pop(name, None)
     if is_python(workload):
         env["PYTHONUNBUFFERED"] = "1"
+        # `from runner import track` must work in the workload wherever the runner lives (on a
+        # pod it is an uploaded build, not an installed package); the preset's paths go first
+        runner_parent = str(Path(__file__).resolve().parent.parent)
+        parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        env["PYTHONPATH"] = os.pathsep.join([*parts, runner_parent])
     env.update(
         OPS_RUN_DIR=values["run_dir"],
         OPS_RUN_ID=values["run_id"],

@@ -1,0 +1,141 @@
+"""The same run commands against a pod reached only through a real sshd on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from ops.config.loader import load_config
+from ops.errors import HostError
+from ops.services import fetch, runs, submit
+from ops.services.hosts import open_target
+
+from .conftest import Project, base_config
+from .sshd_fixture import SshAlias
+
+pytestmark = [pytest.mark.ssh, pytest.mark.tmux]
+
+
+@pytest.fixture
+def pod(project: Project, ssh_alias: SshAlias, tmp_path: Path) -> Project:
+    """The test project with host `pod`: this machine through sshd, its own outputs and home."""
+    doc = base_config(project.runs, project.socket)
+    # the pod's interpreter is this venv's: it has psutil and libtmux, so no venv is made there
+    doc["hosts"] = {"pod": {"address": ssh_alias.name, "outputs_dir": str(tmp_path / "pod-runs"),
+                            "ops_home": str(tmp_path / "pod-home"), "python": sys.executable}}
+    doc["project"]["default_host"] = "pod"
+    project.write_config(doc)
+    project.runs = tmp_path / "pod-runs"
+    return project
+
+
+def test_submit_status_tail_fetch_over_ssh(pod: Project, tmp_path: Path) -> None:
+    result = pod.ops("run", "submit", "-p", "toy", "--run-id", "remote-1", "--follow")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.count("iter ") == 15
+    status = pod.ops("run", "status", "--json").json()["runs"]
+    assert [(r["run_id"], r["status"]) for r in status] == [("remote-1", "completed")]
+    dest = tmp_path / "fetched"
+    fetched = pod.ops("run", "fetch", "remote-1", "--to", str(dest), "--with-checkpoints",
+                      "--json")
+    assert fetched.exit_code == 0, fetched.stderr
+    checked = pod.ops("validate", "--deep", str(dest / "remote-1"))
+    assert checked.exit_code == 0, checked.stdout
+    assert (dest / "remote-1" / "stdout.log").read_bytes() == \
+        (pod.runs / "remote-1" / "stdout.log").read_bytes()
+
+
+def test_tail_follow_survives_a_dropped_connection(pod: Project, ssh_alias: SshAlias) -> None:
+    loaded = load_config(pod.config_path)
+    target = open_target(loaded, "pod")
+    try:
+        done = submit.submit(loaded, target, "toy", ["max_iters=40", "sleep=0.05"],
+                             run_id="drop-tail")
+        received: list[bytes] = []
+        drops = []
+
+        def write(data: bytes) -> None:
+            received.append(data)
+            if len(received) in (2, 4):  # drop twice while following
+                drops.append(ssh_alias.sshd.drop(target.host))  # type: ignore[arg-type]
+
+        final = runs.tail(target, done.run_id, write, follow=True, poll_s=0.2)
+    finally:
+        target.close()
+    assert final == "completed"
+    assert sum(drops) >= 1
+    lines = b"".join(received).decode().splitlines()
+    iters = [line for line in lines if line.startswith("iter ")]
+    assert iters == [line for line in (pod.runs / "drop-tail" / "stdout.log").read_text()
+                     .splitlines() if line.startswith("iter ")]
+    assert len(iters) == 40 and len(set(iters)) == 40
+
+
+def test_fetch_resumes_after_a_dropped_connection(pod: Project, ssh_alias: SshAlias,
+                                                  tmp_path: Path) -> None:
+    assert pod.ops("run", "submit", "-p", "toy", "--run-id", "drop-fetch", "-f").exit_code == 0
+    big = pod.runs / "drop-fetch" / "out" / "big.bin"
+    big.write_bytes(os.urandom(48 * 2**20))
+    loaded = load_config(pod.config_path)
+    target = open_target(loaded, "pod")
+    dest = tmp_path / "art"
+    try:
+        seen = [0]
+
+        def progress(_total: int):  # type: ignore[no-untyped-def]
+            def advance(n: int) -> None:
+                seen[0] += n
+                if seen[0] > 8 * 2**20 and seen[0] - n <= 8 * 2**20:
+                    ssh_alias.sshd.drop(target.host)  # type: ignore[arg-type]
+            return advance
+
+        with pytest.raises(HostError):
+            fetch.fetch(target, "drop-fetch", dest, progress=progress)
+        partial = dest / "drop-fetch" / "out" / "big.bin"
+        assert not partial.exists()  # nothing truncated that looks complete
+        result = fetch.fetch(target, "drop-fetch", dest)
+    finally:
+        target.close()
+    assert "out/big.bin" in result.files_fetched
+    assert (dest / "drop-fetch" / "out" / "big.bin").read_bytes() == big.read_bytes()
+
+
+def test_no_secret_reaches_the_pod_through_argv_or_env(pod: Project, tmp_path: Path) -> None:
+    doc = json.loads(pod.config_path.read_text())
+    doc["presets"]["leaky"] = {"kind": "command",
+                               "command": ["{python}", str(Path(__file__).parent / "workloads" /
+                                                           "leaky.py"), "/dev/null", "2"],
+                               "secrets_env": ["OPS_TEST_TOKEN"]}
+    pod.write_config(doc)
+    canary = "canary-over-ssh-5e1f00d4"
+    result = pod.ops("run", "submit", "-p", "leaky", "--run-id", "leak-ssh", "--json",
+                     env={"OPS_TEST_TOKEN": canary})
+    assert result.exit_code == 0, result.stderr
+    run_dir = pod.runs / "leak-ssh"
+    pod.wait_for(lambda: b"lingering" in (run_dir / "stdout.log").read_bytes()
+                 if (run_dir / "stdout.log").exists() else False)
+    for proc in psutil.process_iter(["cmdline", "environ"]):
+        assert canary not in " ".join(proc.info["cmdline"] or [])
+        if proc.info["environ"] and "OPS_TEST_TOKEN" not in proc.info["environ"]:
+            assert canary not in json.dumps(proc.info["environ"])
+    pod.wait_for((run_dir / "summary.json").exists)
+    for path in [p for p in run_dir.rglob("*") if p.is_file()]:
+        assert canary.encode() not in path.read_bytes(), path
+    assert "token from env: [REDACTED]" in (run_dir / "stdout.log").read_text()
+
+
+def test_unknown_host_key_is_refused(project: Project, sshd, hermetic_home: Path) -> None:  # type: ignore[no-untyped-def]
+    from .sshd_fixture import write_alias
+
+    alias = write_alias(sshd, hermetic_home, name="stranger", trust=False)
+    doc = base_config(project.runs, project.socket)
+    doc["hosts"] = {"pod": {"address": alias.name}}
+    project.write_config(doc)
+    result = project.ops("run", "status", "--host", "pod")
+    assert result.exit_code == 5
+    assert "--accept-new" in result.stderr
