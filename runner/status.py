@@ -86,8 +86,10 @@ def run_status(run_dir: Path, *, now: float | None = None, host_boot: str | None
     meta = _read(run_dir / contract.METADATA, "run_metadata", info)
     beat = _read(run_dir / contract.HEARTBEAT, "heartbeat", info)
     if meta is None and beat is None:
-        if (run_dir / contract.METADATA).exists():
+        if (run_dir / contract.METADATA).exists() and not _young(run_dir, now):
             return info  # invalid, with the reason already set
+        # no usable metadata yet (or one the workload replaced before the first heartbeat)
+        info.update(status=None, reason=None)
         return _not_started(run_dir, spec, now, info)
     if meta is None:
         # run_metadata.json was replaced (by the workload?): the heartbeat also names the wrapper
@@ -117,6 +119,13 @@ def _read(path: Path, name: str, info: dict[str, Any]) -> dict[str, Any] | None:
         info.update(status="invalid", reason=f"{path.name}: {problem}")
         return None
     return doc
+
+
+def _young(run_dir: Path, now: float) -> bool:
+    try:
+        return now - (run_dir / contract.SPEC).stat().st_mtime < LAUNCH_WINDOW_SEC
+    except FileNotFoundError:
+        return False
 
 
 def _not_started(run_dir: Path, spec: dict[str, Any] | None, now: float,
