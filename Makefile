@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 OPS    := $(VENV)/bin/ops
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint system-deps clean-venv
+.PHONY: demo smoke test lint system-deps clean-venv
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,11 +19,23 @@ $(STAMP): pyproject.toml
 system-deps:
 	@scripts/system-deps.sh
 
-demo: system-deps $(STAMP)
-	@run=smoke-demo-$$(date -u +%Y%m%dT%H%M%S); \
-	$(OPS) run submit --preset smoke --run-id $$run --follow && \
+DEMO_DATA := data/vessels
+
+$(DEMO_DATA)/dataset.json: | $(STAMP)
+	$(OPS) data synth --out $(DEMO_DATA) --n 12 --size 64 --seed 0 --force
+
+# the flagship preset in its debug size (1 epoch, 2 folds, 6 volumes): about two minutes on
+# two CPU cores; then the run directory is validated, checksums included
+demo: system-deps $(STAMP) $(DEMO_DATA)/dataset.json
+	@run=dice_ce_3fold-demo-$$(date -u +%Y%m%dT%H%M%S); \
+	$(OPS) run submit --preset dice_ce_3fold --debug --run-id $$run --follow && \
 	dir=$$($(OPS) run status $$run --json | $(PY) -c 'import json,sys; print(json.load(sys.stdin)["runs"][0]["run_dir"])') && \
-	$(OPS) validate --deep $$dir && echo "demo run: $$dir"
+	$(OPS) validate --deep $$dir && echo "demo run: $$dir" && \
+	$(OPS) run status $$run
+
+# the standard-library smoke preset: no torch, a few seconds
+smoke: system-deps $(STAMP)
+	$(OPS) run submit --preset smoke --follow
 
 test: system-deps $(STAMP)
 	$(VENV)/bin/pytest -q

@@ -27,7 +27,7 @@ ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 OVERRIDE_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
 KNOWN_PRESET_KINDS = ("command", "monai_seg", "sweep")
 # what a monai_seg preset runs: the built-in trainer, with its params as --key=value
-TRAINER_COMMAND = ("{python}", "-m", "runner.seg.train")
+TRAINER_COMMAND = ("{python}", "-m", "runner.seg.train", "--data_dir={data_dir}")
 
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN)]
