@@ -35,7 +35,9 @@ from runner.logpump import LogPump, StdoutMetrics
 from runner.track import EventLog
 
 PUMP_DRAIN_SEC = 2.0
-DERIVED_FILE = "derived.json"  # in {out_dir}: values a workload derives at run time
+DERIVED_FILE = "derived.json"
+# failure classes a workload may report with track.event("failure", failure_class=...)
+WORKLOAD_FAILURE_CLASSES = ("guard", "non_finite_loss", "data", "config")  # in {out_dir}: values a workload derives at run time
 
 
 class Wrapper:
@@ -254,8 +256,22 @@ class Wrapper:
             hint = " (the kernel's OOM killer sends this)" if sig == "SIGKILL" else ""
             return status, {"class": "signal", "message": f"killed by {sig}{hint}",
                             "traceback_tail": tail}
+        reported = self._reported_failure()
+        if reported is not None:
+            return "failed", {**reported, "traceback_tail": tail}
         return "failed", {"class": "exit_code", "message": f"exited with code {exit_code}",
                           "traceback_tail": tail}
+
+    def _reported_failure(self) -> dict[str, str] | None:
+        """The last `failure` event the workload logged through runner.track, if any: its
+        class (guard, non_finite_loss...) says more than an exit code."""
+        found = None
+        for record in contract.read_jsonl(self.run_dir / contract.EVENTS).records:
+            if record.get("type") == "failure" and record.get("source") == "track" \
+                    and record.get("failure_class") in WORKLOAD_FAILURE_CLASSES:
+                found = {"class": str(record["failure_class"]),
+                         "message": str(record.get("message", ""))[:2000]}
+        return found
 
     def _merge_workload_derived(self) -> None:
         """Values the workload derived itself ({out_dir}/derived.json: batch size, patch size,
@@ -270,10 +286,11 @@ class Wrapper:
     def _wandb_final(self) -> dict[str, Any]:
         """The spec's W&B settings, completed by what the workload reported (run id, url)."""
         final = dict(self.spec.get("wandb") or {})
+        fields = {"mode": "mode", "run_id": "wandb_run_id", "url": "url", "project": "project"}
         for record in contract.read_jsonl(self.run_dir / contract.EVENTS).records:
             if record.get("type") == "wandb":
-                final.update({k: record.get(k) for k in ("mode", "run_id", "url", "project")
-                              if record.get(k) is not None})
+                final.update({key: record[name] for key, name in fields.items()
+                              if record.get(name) is not None})
         return final
 
     def _summary_from_numbers(self) -> dict[str, float]:

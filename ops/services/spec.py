@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ops.config.loader import LoadedConfig, ResolvedPreset
+from ops.config.models import CommandPreset, MonaiSegPreset
 from ops.errors import UsageError
 from runner import contract
 
@@ -50,11 +51,20 @@ def secret_values(loaded: LoadedConfig, resolved: ResolvedPreset,
     return {n: environ[n] for n in dict.fromkeys(names) if environ.get(n)}
 
 
+def _with_wandb(preset: CommandPreset, mode: str, project: str) -> CommandPreset:
+    """The built-in trainer logs to W&B as project.json says, unless the preset says else."""
+    if not isinstance(preset, MonaiSegPreset) or mode == "disabled" or "wandb" in preset.overrides:
+        return preset
+    overrides = {**preset.overrides, "wandb": mode, "wandb_project": project}
+    return preset.model_copy(update={"overrides": overrides})
+
+
 def build_spec(loaded: LoadedConfig, resolved: ResolvedPreset, run_id: str, *, paths: HostPaths,
                code: Mapping[str, Any], secret_names: list[str],
                parent_run_id: str | None = None) -> dict[str, Any]:
     cfg = loaded.config
-    preset = resolved.preset
+    preset = _with_wandb(resolved.preset, cfg.storage.wandb.mode, cfg.storage.wandb.project
+                         or cfg.project.name)
     limits = preset.limits
     mib = 2**20
     return {
