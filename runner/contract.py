@@ -15,10 +15,10 @@ import os
 import re
 import secrets
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 SCHEMA_MAJOR = 1
 
@@ -153,13 +153,15 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` so that readers see the old file or the new one, never a mix."""
+def atomic_write_with(path: Path, write: Callable[[BinaryIO], object],
+                      mode: int = 0o644) -> None:
+    """Let ``write`` fill a temp file beside ``path``, then flush, fsync, replace, fsync the
+    directory: readers see the old file or the new one, never a mix."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, mode)
@@ -169,6 +171,10 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
+    atomic_write_with(path, lambda fh: fh.write(data), mode)
 
 
 def dumps(doc: Mapping[str, Any]) -> bytes:

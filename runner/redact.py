@@ -16,6 +16,7 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 MASK = b"[REDACTED]"
 MIN_SECRET_LEN = 4  # shorter values would mask ordinary text and are not credentials anyway
@@ -71,6 +72,15 @@ def write_store(path: Path, secrets: dict[str, str]) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(secrets, fh)
+
+
+def place_store(spec: dict[str, Any], secrets: dict[str, str]) -> None:
+    """Write the run's store where spec.secrets.store says, or record that it has none."""
+    store = spec.setdefault("secrets", {}).get("store")
+    if secrets and store:
+        write_store(Path(os.path.expanduser(store)), secrets)
+    else:
+        spec["secrets"]["store"] = None
 
 
 class Redactor:

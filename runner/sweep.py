@@ -47,11 +47,7 @@ def create(root: Path, sweep_id: str, specs: list[dict[str, Any]],
         run_dir = contract.make_run_dir(root, spec["run_id"])
         spec.update(sweep_id=sweep_id, sweep_index=index, created_at=contract.iso())
         spec.setdefault("tmux", {})["session"] = session
-        store = spec.setdefault("secrets", {}).get("store")
-        if secrets and store:
-            redact.write_store(Path(os.path.expanduser(store)), secrets)
-        else:
-            spec["secrets"]["store"] = None
+        redact.place_store(spec, secrets)
         contract.atomic_write_json(run_dir / contract.SPEC, spec)
         run_dirs.append(run_dir)
     sweep_file(root, sweep_id).parent.mkdir(exist_ok=True)

@@ -39,12 +39,8 @@ def submit(root: Path, payload: dict[str, Any]) -> dict[str, Any]:
     spec["created_at"] = contract.iso()  # the host's clock, like every later timestamp
     socket = spec.setdefault("tmux", {}).get("socket") or "ops"
     session = spec["tmux"].setdefault("session", tmux.session_name(run_id))
-    secrets = payload.get("secrets") or {}
-    store = spec.setdefault("secrets", {}).get("store")
-    if secrets and store:
-        redact.write_store(Path(os.path.expanduser(store)), secrets)
-    else:
-        spec["secrets"]["store"] = None
+    redact.place_store(spec, payload.get("secrets") or {})
+    store = spec["secrets"]["store"]
     contract.atomic_write_json(run_dir / contract.SPEC, spec)
     try:
         tmux.launch_wrapper(run_dir, socket, session)
@@ -71,7 +67,7 @@ def submit_sweep(root: Path, payload: dict[str, Any]) -> dict[str, Any]:
         raise VerbError("usage", str(exc)) from exc
     try:
         session = sweep.launch(root, sweep_id)
-    except Exception as exc:  # noqa: BLE001 - recorded in every member, then reported
+    except Exception as exc:
         for run_dir in run_dirs:
             _record_launch_failure(run_dir, run_dir.name, f"tmux launch failed: {exc}")
         raise VerbError("failed", f"could not launch sweep {sweep_id}: {exc}") from exc

@@ -35,9 +35,9 @@ from runner.logpump import LogPump, StdoutMetrics
 from runner.track import EventLog
 
 PUMP_DRAIN_SEC = 2.0
-DERIVED_FILE = "derived.json"
+DERIVED_FILE = "derived.json"  # in {out_dir}: values a workload derives at run time
 # failure classes a workload may report with track.event("failure", failure_class=...)
-WORKLOAD_FAILURE_CLASSES = ("guard", "non_finite_loss", "data", "config")  # in {out_dir}: values a workload derives at run time
+WORKLOAD_FAILURE_CLASSES = ("guard", "non_finite_loss", "data", "config")
 
 
 class Wrapper:
@@ -251,6 +251,11 @@ class Wrapper:
                               "message": f"stopped on {self.cancelled}", "traceback_tail": tail}
         if exit_code == 0:
             return "completed", None
+        return self._exit_outcome(exit_code, sig, tail)
+
+    def _exit_outcome(self, exit_code: int | None, sig: str | None,
+                      tail: str) -> tuple[str, dict[str, Any]]:
+        """The workload ended on its own, not cleanly: by a signal or a non-zero code."""
         if sig is not None:
             status = "killed" if sig in ("SIGINT", "SIGTERM", "SIGHUP") else "failed"
             hint = " (the kernel's OOM killer sends this)" if sig == "SIGKILL" else ""

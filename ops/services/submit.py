@@ -51,7 +51,7 @@ def _run_id(given: str | None, preset: str) -> str:
         raise UsageError(str(exc)) from exc
 
 
-def _spec(loaded: LoadedConfig, target: Target, resolved: ResolvedPreset, run_id: str,
+def _spec(loaded: LoadedConfig, target: Target, resolved: ResolvedPreset, run_id: str, *,
           secrets: Mapping[str, str], parent: str | None = None) -> dict[str, Any]:
     spec = build_spec(loaded, resolved, run_id, paths=target.paths,
                       code=code_info(loaded.repo_root), secret_names=sorted(secrets),
@@ -72,7 +72,8 @@ def submit(loaded: LoadedConfig, target: Target, preset: str, sets: Sequence[str
     resolved = resolve_preset(loaded.config, preset, sets, debug=debug)
     run_id = _run_id(run_id, preset)
     secrets = secret_values(loaded, resolved, os.environ if environ is None else environ)
-    return _launch_one(target, _spec(loaded, target, resolved, run_id, secrets), secrets)
+    return _launch_one(target, _spec(loaded, target, resolved, run_id, secrets=secrets),
+                       secrets)
 
 
 def _launch_one(target: Target, spec: dict[str, Any], secrets: Mapping[str, str]) -> Submitted:
@@ -96,7 +97,8 @@ def submit_sweep(loaded: LoadedConfig, target: Target, name: str, sets: Sequence
         resolved = resolve_preset(loaded.config, member, sets, debug=debug)
         member_secrets = secret_values(loaded, resolved, env)
         secrets.update(member_secrets)
-        specs.append(_spec(loaded, target, resolved, _run_id(None, member), member_secrets))
+        specs.append(_spec(loaded, target, resolved, _run_id(None, member),
+                           secrets=member_secrets))
     payload = json.dumps({"sweep_id": sweep_id, "specs": specs, "secrets": secrets})
     answer = call_runner(target.host, ["submit-sweep", target.paths.outputs_root],
                          input_text=payload)
@@ -119,7 +121,7 @@ def resume(loaded: LoadedConfig, target: Target, parent_id: str, sets: Sequence[
                                   resolved.preset.model_copy(update={"overrides": overrides}),
                                   {**resolved.overrides_set, key: target.run_dir(parent_id)})
     secrets = secret_values(loaded, resolved, os.environ if environ is None else environ)
-    spec = _spec(loaded, target, resolved, _run_id(run_id, preset_name), secrets,
+    spec = _spec(loaded, target, resolved, _run_id(run_id, preset_name), secrets=secrets,
                  parent=parent_id)
     return _launch_one(target, spec, secrets)
 

@@ -16,11 +16,8 @@ torn one. ``torch.load`` uses ``weights_only=True``: a checkpoint is data, never
 
 from __future__ import annotations
 
-import contextlib
-import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -47,34 +44,13 @@ def done_path(directory: Path, fold: int) -> Path:
 def save_atomic(obj: Any, path: Path) -> int:
     """torch.save ``obj`` to ``path`` atomically; returns the bytes written."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    contract.fsync_dir(path.parent)
+    contract.atomic_write_with(path, lambda fh: torch.save(obj, fh))
     return path.stat().st_size
 
 
 def copy_atomic(source: Path, target: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    contract.fsync_dir(target.parent)
+    with open(source, "rb") as src:
+        contract.atomic_write_with(Path(target), lambda dst: shutil.copyfileobj(src, dst, 1 << 20))
 
 
 def load(path: Path) -> dict[str, Any]:
