@@ -187,9 +187,13 @@ def atomic_write_json(path: Path, doc: Mapping[str, Any]) -> bytes:
     return data
 
 
+def json_line(record: Mapping[str, Any]) -> bytes:
+    return (json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n").encode()
+
+
 def append_line(path: Path, record: Mapping[str, Any]) -> None:
     """Append one JSON object as one whole line in a single write."""
-    line = (json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n").encode()
+    line = json_line(record)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)
