@@ -18,7 +18,9 @@ def code_info(repo_root: Path) -> dict[str, Any]:
     commit = head.stdout.strip()
     branch = run_local(["git", "symbolic-ref", "-q", "--short", "HEAD"], cwd=repo_root,
                        check=False).stdout.strip() or None
-    porcelain = run_local(["git", "status", "--porcelain", "--untracked-files=normal"],
+    # --no-optional-locks: reading the status must never rewrite the user's .git/index
+    porcelain = run_local(["git", "--no-optional-locks", "status", "--porcelain",
+                           "--untracked-files=normal"],
                           cwd=repo_root, check=False).stdout
     info.update(commit=commit, ref=branch or commit, branch=branch,
                 dirty=bool(porcelain.strip()), base_commit=commit)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -29,9 +30,52 @@ def pod(project: Project, ssh_alias: SshAlias, tmp_path: Path) -> Project:
     doc["hosts"] = {"pod": {"address": ssh_alias.name, "outputs_dir": str(tmp_path / "pod-runs"),
                             "ops_home": str(tmp_path / "pod-home"), "python": sys.executable}}
     doc["project"]["default_host"] = "pod"
+    doc["presets"]["version"] = {"kind": "command", "limits": {"grace_sec": 1},
+                                 "command": ["sh", "-c", "sleep 1; cat version.txt"]}
     project.write_config(doc)
     project.runs = tmp_path / "pod-runs"
+    _git(project.root, "init", "-q", "-b", "main")
+    (project.root / "version.txt").write_text("A\n")
+    _git(project.root, "add", "-A")
+    _git(project.root, "commit", "-q", "-m", "A")
     return project
+
+
+def _git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def test_two_refs_run_at_once_each_with_its_own_code(pod: Project) -> None:
+    first = _git(pod.root, "rev-parse", "HEAD")
+    (pod.root / "version.txt").write_text("B\n")
+    _git(pod.root, "commit", "-q", "-am", "B")
+    a = pod.ops("run", "submit", "-p", "version", "--ref", first, "--run-id", "ref-a", "--json")
+    b = pod.ops("run", "submit", "-p", "version", "--ref", "main", "--run-id", "ref-b", "--json")
+    assert a.exit_code == 0 and b.exit_code == 0, a.stderr + b.stderr
+    for run_id, expected in (("ref-a", "A"), ("ref-b", "B")):
+        pod.wait_for((pod.runs / run_id / "summary.json").exists)
+        assert (pod.runs / run_id / "stdout.log").read_text() == f"{expected}\n"
+        meta = json.loads((pod.runs / run_id / "run_metadata.json").read_text())
+        assert meta["git"]["commit"] == (first if expected == "A" else
+                                         _git(pod.root, "rev-parse", "HEAD"))
+    starts = [pod.summary(r)["started_at"] for r in ("ref-a", "ref-b")]
+    ends = [pod.summary(r)["ended_at"] for r in ("ref-a", "ref-b")]
+    assert max(starts) < min(ends)  # they overlapped
+
+
+def test_dirty_tree_is_refused_for_a_remote_submit(pod: Project) -> None:
+    (pod.root / "version.txt").write_text("edited\n")
+    result = pod.ops("run", "submit", "-p", "version", "--run-id", "dirty")
+    assert result.exit_code == 2 and "allow-dirty" in result.stderr
+    assert not (pod.runs / "dirty").exists()
+    allowed = pod.ops("run", "submit", "-p", "version", "--run-id", "dirty", "--allow-dirty",
+                      "-f")
+    assert allowed.exit_code == 0 and allowed.stdout.endswith("edited\n")
+    meta = json.loads((pod.runs / "dirty" / "run_metadata.json").read_text())
+    assert meta["git"]["dirty"] is True and meta["git"]["base_commit"]
 
 
 def test_submit_status_tail_fetch_over_ssh(pod: Project, tmp_path: Path) -> None:
@@ -114,7 +158,7 @@ def test_no_secret_reaches_the_pod_through_argv_or_env(pod: Project, tmp_path: P
     pod.write_config(doc)
     canary = "canary-over-ssh-5e1f00d4"
     result = pod.ops("run", "submit", "-p", "leaky", "--run-id", "leak-ssh", "--json",
-                     env={"OPS_TEST_TOKEN": canary})
+                     "--allow-dirty", env={"OPS_TEST_TOKEN": canary})
     assert result.exit_code == 0, result.stderr
     run_dir = pod.runs / "leak-ssh"
     pod.wait_for(lambda: b"lingering" in (run_dir / "stdout.log").read_bytes()

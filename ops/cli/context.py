@@ -37,9 +37,9 @@ def host_options(func: F) -> F:
 
 
 def target_for(ctx: click.Context, loaded: LoadedConfig, host: str | None = None,
-               accept_new: bool = False) -> Target:
+               accept_new: bool = False, *, need_runner: bool = True) -> Target:
     """The host the command works on; a remote one is connected once, runner checked, and
     closed when the command ends."""
-    target = open_target(loaded, host, accept_new=accept_new)
+    target = open_target(loaded, host, accept_new=accept_new, need_runner=need_runner)
     ctx.call_on_close(target.close)
     return target

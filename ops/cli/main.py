@@ -10,6 +10,7 @@ import click
 from ops import __version__
 from ops.cli.config_cmds import config_group, init_command
 from ops.cli.data_cmds import data_group
+from ops.cli.repo_cmds import repo_group
 from ops.cli.run_cmds import run_group
 from ops.cli.validate_cmd import validate_command
 from ops.errors import ExitCode, OpsError
@@ -31,6 +32,7 @@ cli.add_command(config_group, "config")
 cli.add_command(run_group, "run")
 cli.add_command(validate_command, "validate")
 cli.add_command(data_group, "data")
+cli.add_command(repo_group, "repo")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from ops.cli import render
@@ -32,18 +30,13 @@ def sync_cmd(ctx: click.Context, host: str | None, accept_new: bool, ref: str,
              allow_dirty: bool, as_json: bool) -> None:
     """Put one commit on the host as an immutable tree under <ops_home>/code/<sha>."""
     loaded = load(ctx)
-    target = target_for(ctx, loaded, host, accept_new)
-    done = sync_command_impl(sync_host(target.host), loaded.repo_root, ref,
-                             target.paths.ops_home, allow_dirty)
+    target = target_for(ctx, loaded, host, accept_new, need_runner=False)
+    done = sync_ref(sync_host(target.host), loaded.repo_root, ref,
+                    ops_home=target.paths.ops_home, allow_dirty=allow_dirty)
     if as_json:
         render.echo_json({"schema": SCHEMA, **done.to_json()})
     else:
         click.echo(describe(done))
-
-
-def sync_command_impl(host: SyncHost, repo_root: Path, ref: str, ops_home: str,
-                      allow_dirty: bool) -> SyncResult:
-    return sync_ref(host, repo_root, ref, ops_home=ops_home, allow_dirty=allow_dirty)
 
 
 def sync_host(host: Host) -> SyncHost:
@@ -54,13 +47,16 @@ def sync_host(host: Host) -> SyncHost:
 
 
 def describe(done: SyncResult) -> str:
-    what = {"present": "already there, nothing sent",
-            "mirror": "from the host's mirror, nothing sent",
-            "bundle": f"bundle of {done.commits_sent} commit(s), {done.bytes_sent} bytes",
-            "archive": f"archive (no git on the host), {done.bytes_sent} bytes"}[done.method]
-    head = f"synced {done.ref} ({done.commit[:12]}) to {done.host}: {what}"
-    lines = [head, f"  code dir: {done.code_dir}"]
+    sent = f"{done.bytes_sent} bytes sent" if done.bytes_sent else "nothing sent"
+    what = {"present": f"already there, {sent}",
+            "mirror": f"the host's mirror had it, {sent}",
+            "bundle": f"bundle of {done.commits_sent} commit(s), {sent}",
+            "archive": f"tar.gz archive (no git on the host), {sent}"}[done.method]
+    lines = [f"synced {done.ref} ({done.commit[:12]}) to {done.host}: {what}",
+             f"  code dir: {done.code_dir}"]
     if done.dirty:
         lines.append(f"  snapshot of uncommitted changes on {done.base_commit[:12]}")
+    if done.reused_tree:
+        lines.append(f"  built from the tree of {done.reused_tree[:12]}")
     lines.append(f"  took {done.seconds:.2f} s")
     return "\n".join(lines)

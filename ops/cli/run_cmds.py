@@ -23,6 +23,11 @@ def run_group() -> None:
 @click.option("--resume", "resume_id", default=None, metavar="RUN_ID",
               help="A new run that continues where RUN_ID stopped (its preset and overrides).")
 @click.option("--debug", is_flag=True, help="Apply the preset's debug_overrides (a short run).")
+@click.option("--ref", default=None, metavar="REF",
+              help="Code to run: a branch, tag, sha or pr:N, synced to the host (remote hosts "
+                   "always sync, HEAD by default; locally the working tree is used as is).")
+@click.option("--allow-dirty", is_flag=True,
+              help="Sync uncommitted changes as a snapshot commit instead of refusing.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a preset value (typed against the preset); repeatable.")
 @click.option("--run-id", default=None, help="Run id (default: <preset>-<UTC time>-<4 hex>).")
@@ -31,17 +36,20 @@ def run_group() -> None:
 @host_options
 @click.pass_context
 def submit_cmd(ctx: click.Context, preset: str | None, resume_id: str | None, debug: bool,
-               sets: tuple[str, ...], run_id: str | None, follow: bool, as_json: bool,
-               host: str | None, accept_new: bool) -> None:
+               ref: str | None, allow_dirty: bool, sets: tuple[str, ...], run_id: str | None,
+               follow: bool, as_json: bool, host: str | None, accept_new: bool) -> None:
     """Create a run directory and launch a preset detached in tmux (a sweep: one run each)."""
     if (preset is None) == (resume_id is None):
         raise UsageError("give exactly one of --preset and --resume")
     loaded = load(ctx)
     target = target_for(ctx, loaded, host, accept_new)
+    code = submit.CodeChoice(ref, allow_dirty)
     if resume_id:
-        done = submit.resume(loaded, target, resume_id, sets, run_id=run_id, debug=debug)
+        done = submit.resume(loaded, target, resume_id, sets, run_id=run_id, debug=debug,
+                             code=code)
     else:
-        done = submit.submit(loaded, target, str(preset), sets, run_id=run_id, debug=debug)
+        done = submit.submit(loaded, target, str(preset), sets, run_id=run_id, debug=debug,
+                             code=code)
     if as_json:
         render.echo_json(done.to_json())
     else:

@@ -12,6 +12,7 @@ from typing import BinaryIO
 
 from ops.errors import HostError
 from ops.hosts.base import ExecResult, HostCommandError
+from ops.hosts.local_files import write_local_file
 from runner.workload_command import scrubbed_env
 
 
@@ -58,6 +59,9 @@ class LocalHost:
             stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
         if code != 0:
             raise HostCommandError(ExecResult(self.name, tuple(argv), code, "", stderr))
+
+    def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
+        write_local_file(self.expand(path), data, mode)
 
     def expand(self, path: str) -> str:
         return os.path.expanduser(path)

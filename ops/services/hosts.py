@@ -18,15 +18,16 @@ def host_name(loaded: LoadedConfig, host: str | None) -> str:
 
 
 def open_target(loaded: LoadedConfig, host: str | None = None, *,
-                accept_new: bool = False) -> Target:
+                accept_new: bool = False, need_runner: bool = True) -> Target:
     name = host_name(loaded, host)
     if name in LOCAL_NAMES:
         home = os.path.expanduser(loaded.config.project.ops_home)
         return Target(LocalHost(), HostPaths(str(local_outputs_root(loaded)), home))
-    return _ssh_target(loaded, name, accept_new)
+    return _ssh_target(loaded, name, accept_new, need_runner)
 
 
-def _ssh_target(loaded: LoadedConfig, name: str, accept_new: bool) -> Target:
+def _ssh_target(loaded: LoadedConfig, name: str, accept_new: bool,
+                need_runner: bool) -> Target:
     # paramiko is imported only when a remote host is used
     from ops.hosts.ssh import open_host
     from ops.services.bootstrap import ensure_runner
@@ -38,7 +39,8 @@ def _ssh_target(loaded: LoadedConfig, name: str, accept_new: bool) -> Target:
     try:
         ops_home = ssh.expand(config.ops_home or loaded.config.project.ops_home)
         outputs = ssh.expand(config.outputs_dir or loaded.config.project.outputs_dir())
-        ensure_runner(ssh, ops_home, python=config.python)
+        if need_runner:
+            ensure_runner(ssh, ops_home, python=config.python)
     except BaseException:
         ssh.close()
         raise

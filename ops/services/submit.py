@@ -17,8 +17,10 @@ from ops.config.models import SweepPreset
 from ops.errors import UsageError
 from ops.gitinfo import code_info
 from ops.hosts.base import call_runner
+from ops.hosts.local import LocalHost
 from ops.services.runs import Target, show
 from ops.services.spec import build_spec, secret_values
+from ops.services.sync import sync_ref
 from runner import contract
 
 
@@ -51,10 +53,27 @@ def _run_id(given: str | None, preset: str) -> str:
         raise UsageError(str(exc)) from exc
 
 
+@dataclass(frozen=True)
+class CodeChoice:
+    """Which code a run uses: on the local host without a ref, the working tree as it is;
+    otherwise the commit of ``ref`` (HEAD by default) synced to an immutable tree there."""
+
+    ref: str | None = None
+    allow_dirty: bool = False
+
+    def resolve(self, loaded: LoadedConfig, target: Target) -> dict[str, Any]:
+        if self.ref is None and isinstance(target.host, LocalHost):
+            return code_info(loaded.repo_root)
+        done = sync_ref(target.host, loaded.repo_root, self.ref or "HEAD",  # type: ignore[arg-type]
+                        ops_home=target.paths.ops_home, allow_dirty=self.allow_dirty)
+        return done.code_info()
+
+
 def _spec(loaded: LoadedConfig, target: Target, resolved: ResolvedPreset, run_id: str, *,
-          secrets: Mapping[str, str], parent: str | None = None) -> dict[str, Any]:
+          secrets: Mapping[str, str], code: Mapping[str, Any],
+          parent: str | None = None) -> dict[str, Any]:
     spec = build_spec(loaded, resolved, run_id, paths=target.paths,
-                      code=code_info(loaded.repo_root), secret_names=sorted(secrets),
+                      code=code, secret_names=sorted(secrets),
                       parent_run_id=parent)
     if parent:
         spec["parent_run_dir"] = target.run_dir(parent)
@@ -63,17 +82,19 @@ def _spec(loaded: LoadedConfig, target: Target, resolved: ResolvedPreset, run_id
 
 def submit(loaded: LoadedConfig, target: Target, preset: str, sets: Sequence[str] = (), *,
            run_id: str | None = None, environ: Mapping[str, str] | None = None,
-           debug: bool = False) -> Submitted:
+           debug: bool = False, code: CodeChoice = CodeChoice()) -> Submitted:
     """One run of a preset; a sweep preset goes to submit_sweep."""
     if isinstance(lookup_preset(loaded.config, preset), SweepPreset):
         if run_id:
             raise UsageError("--run-id names one run; a sweep names its members itself")
-        return submit_sweep(loaded, target, preset, sets, environ=environ, debug=debug)
+        return submit_sweep(loaded, target, preset, sets, environ=environ, debug=debug,
+                            code=code)
     resolved = resolve_preset(loaded.config, preset, sets, debug=debug)
     run_id = _run_id(run_id, preset)
     secrets = secret_values(loaded, resolved, os.environ if environ is None else environ)
-    return _launch_one(target, _spec(loaded, target, resolved, run_id, secrets=secrets),
-                       secrets)
+    spec = _spec(loaded, target, resolved, run_id, secrets=secrets,
+                 code=code.resolve(loaded, target))
+    return _launch_one(target, spec, secrets)
 
 
 def _launch_one(target: Target, spec: dict[str, Any], secrets: Mapping[str, str]) -> Submitted:
@@ -85,20 +106,24 @@ def _launch_one(target: Target, spec: dict[str, Any], secrets: Mapping[str, str]
 
 
 def submit_sweep(loaded: LoadedConfig, target: Target, name: str, sets: Sequence[str] = (), *,
-                 environ: Mapping[str, str] | None = None, debug: bool = False) -> Submitted:
+                 environ: Mapping[str, str] | None = None, debug: bool = False,
+                 code: CodeChoice = CodeChoice()) -> Submitted:
     """Every member as its own run, in order, grouped by one sweep id; one round trip."""
     sweep = lookup_preset(loaded.config, name)
     if not isinstance(sweep, SweepPreset):
         raise UsageError(f"preset {name!r} is not a sweep")
     env = os.environ if environ is None else environ
     sweep_id = _run_id(None, name)
-    specs, secrets = [], {}
+    members, secrets = [], {}
     for member in sweep.members:
         resolved = resolve_preset(loaded.config, member, sets, debug=debug)
         member_secrets = secret_values(loaded, resolved, env)
         secrets.update(member_secrets)
-        specs.append(_spec(loaded, target, resolved, _run_id(None, member),
-                           secrets=member_secrets))
+        members.append((resolved, member_secrets))
+    code_block = code.resolve(loaded, target)  # once for all members, after all checks
+    specs = [_spec(loaded, target, resolved, _run_id(None, resolved.name),
+                   secrets=member_secrets, code=code_block)
+             for resolved, member_secrets in members]
     payload = json.dumps({"sweep_id": sweep_id, "specs": specs, "secrets": secrets})
     answer = call_runner(target.host, ["submit-sweep", target.paths.outputs_root],
                          input_text=payload)
@@ -108,7 +133,7 @@ def submit_sweep(loaded: LoadedConfig, target: Target, name: str, sets: Sequence
 
 def resume(loaded: LoadedConfig, target: Target, parent_id: str, sets: Sequence[str] = (), *,
            run_id: str | None = None, environ: Mapping[str, str] | None = None,
-           debug: bool = False) -> Submitted:
+           debug: bool = False, code: CodeChoice = CodeChoice()) -> Submitted:
     """A new run of the parent's preset and overrides that continues where the parent stopped."""
     parent_spec = show(target, parent_id, contract.SPEC)
     preset_name = str(parent_spec.get("preset"))
@@ -121,8 +146,9 @@ def resume(loaded: LoadedConfig, target: Target, parent_id: str, sets: Sequence[
                                   resolved.preset.model_copy(update={"overrides": overrides}),
                                   {**resolved.overrides_set, key: target.run_dir(parent_id)})
     secrets = secret_values(loaded, resolved, os.environ if environ is None else environ)
-    spec = _spec(loaded, target, resolved, _run_id(run_id, preset_name), secrets=secrets,
-                 parent=parent_id)
+    new_id = _run_id(run_id, preset_name)
+    spec = _spec(loaded, target, resolved, new_id, secrets=secrets,
+                 code=code.resolve(loaded, target), parent=parent_id)
     return _launch_one(target, spec, secrets)
 
 
