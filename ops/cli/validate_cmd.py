@@ -7,16 +7,18 @@ from pathlib import Path
 import click
 
 from ops.cli import render
-from ops.services.validation import validate_dir
+from ops.cli.context import project_config_option
+from ops.services.validation import required_files, validate_dir
 
 
 @click.command("validate")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--deep", is_flag=True, help="Also L4: dataset and checkpoint sizes and checksums.")
 @click.option("--json", "as_json", is_flag=True)
-def validate_command(run_dir: Path, deep: bool, as_json: bool) -> None:
+@click.pass_context
+def validate_command(ctx: click.Context, run_dir: Path, deep: bool, as_json: bool) -> None:
     """Exit 0 when clean, 1 with every violation listed (file and rule), 2 on bad usage."""
-    report = validate_dir(run_dir, deep=deep)
+    report = validate_dir(run_dir, deep=deep, required=required_files(project_config_option(ctx)))
     if as_json:
         render.echo_json(report.to_json())
     else:

@@ -127,7 +127,7 @@ class Limits(_Closed):
     gpu_mem_limit_mb: float | None = Field(None, gt=0)
     """Abort the run when its GPU memory exceeds this many MiB."""
     grace_sec: float = Field(10.0, ge=0)
-    """Seconds between SIGTERM and SIGKILL when the run is stopped."""
+    """Seconds to wait after SIGINT, and again after SIGTERM, before the next signal."""
     timeout_sec: float | None = Field(None, gt=0)
     """Stop the run (status timeout) after this many seconds."""
     no_progress_sec: float | None = Field(None, gt=0)
