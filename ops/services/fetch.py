@@ -9,6 +9,7 @@ truncated file that looks complete; re-running it fetches what is still missing.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import tarfile
@@ -85,7 +86,10 @@ def _receive(stream: BinaryIO, dest: Path, wanted: dict[str, dict[str, Any]],
              result: FetchResult, advance: Progress | None) -> None:
     partial_root = dest / PARTIAL
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
+        # one big buffered read at a time: tarfile's own reads are 10 KiB, and each read
+        # through paramiko's Python code is slow (measured: 60 MB/s unbuffered, 2x rsync's time)
+        reader = io.BufferedReader(_Chunks(stream), buffer_size=1 << 20)
+        with tarfile.open(fileobj=reader, mode="r|", bufsize=1 << 16) as tar:
             for member in tar:
                 if member.name not in wanted or not member.isfile():
                     raise HostError(f"fetch: unexpected entry {member.name!r} in the stream")
@@ -96,6 +100,21 @@ def _receive(stream: BinaryIO, dest: Path, wanted: dict[str, dict[str, Any]],
         raise HostError(f"fetch of {dest.name} was interrupted: {exc}",
                         hint="run the same command again: it resumes with what is missing "
                              f"({len(result.files_fetched)} files already in place)") from exc
+
+
+class _Chunks(io.RawIOBase):
+    """A host's output stream as a raw stream, for io.BufferedReader."""
+
+    def __init__(self, stream: BinaryIO):
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 def _place(tar: tarfile.TarFile, member: tarfile.TarInfo, partial_root: Path, dest: Path,
