@@ -183,3 +183,15 @@ def test_unknown_host_key_is_refused(project: Project, sshd, hermetic_home: Path
     result = project.ops("run", "status", "--host", "pod")
     assert result.exit_code == 5
     assert "--accept-new" in result.stderr
+
+
+def test_a_remembered_runner_that_vanished_is_reinstalled(pod: Project, tmp_path: Path) -> None:
+    assert pod.ops("run", "status").exit_code == 0  # checks the pod, remembers the runner
+    seen = json.loads((pod.root / ".ops" / "runners.json").read_text())
+    assert len(seen) == 1
+    import shutil
+
+    shutil.rmtree(tmp_path / "pod-home" / "runner")  # the pod lost it (wiped, rebuilt)
+    again = pod.ops("run", "status", "--json")
+    assert again.exit_code == 0, again.stderr
+    assert (tmp_path / "pod-home" / "runner").is_dir()

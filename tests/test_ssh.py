@@ -319,7 +319,8 @@ def test_bootstrap_uploads_the_runner_once_then_only_shakes_hands(
     assert (Path(first.runner_dir) / "runner" / "schemas" / "summary.schema.json").is_file()
     second = ensure_runner(ssh_host, ops_home, python=sys.executable)
     assert second.actions == ()
-    assert ssh_host.runner_argv() == ["env", f"PYTHONPATH={first.runner_dir}", sys.executable,
+    assert ssh_host.runner_argv() == ["env", f"PYTHONPATH={first.runner_dir}",
+                                      f"OPS_RUNNER_DIR={first.runner_dir}", sys.executable,
                                       "-m", "runner"]
     where = ssh_host.exec([*ssh_host.runner_argv()[:-2], "-c",
                            "import runner; print(runner.__file__)"]).stdout

@@ -80,6 +80,18 @@ def call_runner(host: Host, args: Sequence[str], *, input_text: str | None = Non
     if isinstance(doc, dict) and "error" in doc:
         err = doc["error"]
         raise _RUNNER_ERRORS.get(err.get("kind"), OpsError)(str(err.get("message")))
+    if not result.ok and not isinstance(doc, dict) and _runner_missing(result):
+        recheck = getattr(host, "runner_recheck", None)
+        if recheck is not None:  # a remembered runner is gone: check the host fully, once
+            host.runner_recheck = None  # type: ignore[attr-defined]
+            recheck()
+            return call_runner(host, args, input_text=input_text, timeout=timeout)
     if not result.ok or not isinstance(doc, dict):
         raise HostCommandError(result)
     return doc
+
+
+def _runner_missing(result: ExecResult) -> bool:
+    """The runner could not even start: no interpreter, or no runner package where expected."""
+    text = result.stderr + result.stdout
+    return result.exit_code == 127 or "No module named" in text

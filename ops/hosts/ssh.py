@@ -13,6 +13,7 @@ travel on stdin or as files written over SFTP.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import posixpath
@@ -21,7 +22,7 @@ import select
 import shlex
 import socket
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,9 @@ class SSHHost:
         self.known_hosts = known_hosts
         self.policy = connect or ConnectPolicy()
         self.runner_command: tuple[str, ...] = (python, "-m", "runner")
+        # set when runner_command is remembered rather than checked: a full check, run once
+        # by call_runner if that runner turns out to be gone
+        self.runner_recheck: Callable[[], None] | None = None
         self._client: paramiko.SSHClient | None = None
         self._jump: SSHHost | None = None
         self._sftp: paramiko.SFTPClient | None = None
@@ -173,7 +177,10 @@ class SSHHost:
             stderr = bytearray()
             _drain(chan, bytearray(), stderr)
         finally:
-            chan.close()
+            # after a drop, closing may itself fail (EOFError): the error that matters is
+            # the one already on its way out of the block
+            with contextlib.suppress(*_IO_ERRORS):
+                chan.close()
         if code != 0:
             raise HostCommandError(ExecResult(self.name, tuple(argv), code, "",
                                               stderr.decode(errors="replace")))

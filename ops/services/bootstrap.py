@@ -141,7 +141,8 @@ class RunnerInfo:
 
     @property
     def argv(self) -> tuple[str, ...]:
-        return ("env", f"PYTHONPATH={self.runner_dir}", self.python, "-m", "runner")
+        return ("env", f"PYTHONPATH={self.runner_dir}", f"OPS_RUNNER_DIR={self.runner_dir}",
+                self.python, "-m", "runner")
 
     def to_json(self) -> dict[str, Any]:
         return {"build": self.build_id, "runner_version": self.version,

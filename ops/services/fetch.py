@@ -96,7 +96,9 @@ def _receive(stream: BinaryIO, dest: Path, wanted: dict[str, dict[str, Any]],
                 final = _place(tar, member, partial_root, dest, advance)
                 result.files_fetched.append(member.name)
                 result.bytes_fetched += final
-    except (tarfile.TarError, OSError, EOFError) as exc:
+    except HostError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - tar, OS and transport errors all mean "cut short"
         raise HostError(f"fetch of {dest.name} was interrupted: {exc}",
                         hint="run the same command again: it resumes with what is missing "
                              f"({len(result.files_fetched)} files already in place)") from exc

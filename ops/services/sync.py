@@ -167,11 +167,16 @@ def _fetch_pull_request(repo: Path, number: str) -> str:
     return _out(repo, "rev-parse", "--verify", f"{local_ref}^{{commit}}")
 
 
+# ops's own state in the repo (pinned host keys, remembered runners, fetch records) is never
+# code: it neither makes a tree dirty nor goes into a snapshot, gitignored or not
+NOT_OPS_STATE = ":(exclude,top).ops"
+
+
 def _changed_paths(repo: Path) -> list[str]:
     """Paths `git status` reports (tracked changes and untracked, non-ignored files).
     --no-optional-locks: status must not refresh the user's index as a side effect."""
     out = _git(repo, "--no-optional-locks", "status", "--porcelain=v1", "-z",
-               "--untracked-files=normal").stdout
+               "--untracked-files=normal", "--", ".", NOT_OPS_STATE).stdout
     paths: list[str] = []
     fields = iter(out.split("\0"))
     for entry in fields:
@@ -193,7 +198,7 @@ def _snapshot(repo: Path, base: str) -> str:
                "GIT_COMMITTER_NAME": "ops snapshot", "GIT_COMMITTER_EMAIL": "ops@localhost",
                "GIT_AUTHOR_DATE": stamp, "GIT_COMMITTER_DATE": stamp}
         _git(repo, "read-tree", base, env=env)
-        _git(repo, "add", "-A", env=env)
+        _git(repo, "add", "-A", "--", ".", NOT_OPS_STATE, env=env)
         tree = _out(repo, "write-tree", env=env)
         commit = _out(repo, "commit-tree", "--no-gpg-sign", tree, "-p", base, "-m",
                       f"ops snapshot of the working tree on {base[:12]}", env=env)
