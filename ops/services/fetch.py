@@ -98,7 +98,7 @@ def _receive(stream: BinaryIO, dest: Path, wanted: dict[str, dict[str, Any]],
                 result.bytes_fetched += final
     except HostError:
         raise
-    except Exception as exc:  # noqa: BLE001 - tar, OS and transport errors all mean "cut short"
+    except Exception as exc:
         raise HostError(f"fetch of {dest.name} was interrupted: {exc}",
                         hint="run the same command again: it resumes with what is missing "
                              f"({len(result.files_fetched)} files already in place)") from exc
