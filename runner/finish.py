@@ -59,6 +59,26 @@ class Ledger:
         return violations
 
 
+def summary_doc(run_id: str, *, status: str, started: float, ended: float,
+                written_by: str, failure: dict[str, Any] | None = None,
+                exit_code: int | None = None, signal: str | None = None,
+                **fields: Any) -> dict[str, Any]:
+    """A summary.json document: every field of the contract, ``fields`` filling the rest
+    (metrics, files, violations, W&B) where the writer has them."""
+    return {
+        "schema": contract.schema_tag("summary"), "run_id": run_id, "status": status,
+        "ok": status == "completed", "exit_code": exit_code, "signal": signal,
+        "started_at": contract.iso(started), "ended_at": contract.iso(ended),
+        "elapsed_s": round(ended - started, 3), "metrics_final": {}, "metrics_best": {},
+        "failure": failure, "written_by": written_by, "files": {}, "contract_violations": [],
+        "wandb": {}, **fields,
+    }
+
+
+def failure_record(failure_class: str, message: str, traceback_tail: str = "") -> dict[str, str]:
+    return {"class": failure_class, "message": message, "traceback_tail": traceback_tail}
+
+
 def _displace(path: Path, out_dir: Path) -> str:
     target_dir = out_dir / ".displaced"
     target_dir.mkdir(parents=True, exist_ok=True)

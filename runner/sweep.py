@@ -14,12 +14,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 from runner import contract, redact, tmux
+from runner.finish import failure_record, summary_doc
 
 SWEEPS_DIR = ".sweeps"
 CLAIM = ".claimed"
@@ -70,18 +72,14 @@ def claim(run_dir: Path) -> bool:
 
 def record_cancelled_while_queued(run_dir: Path) -> None:
     spec = contract.read_json(run_dir / contract.SPEC)
-    now = contract.iso()
+    now = time.time()
     store = spec.get("secrets", {}).get("store")
     if store:
         with contextlib.suppress(FileNotFoundError):
             Path(os.path.expanduser(store)).unlink()
-    contract.atomic_write_json(run_dir / contract.SUMMARY, {
-        "schema": contract.schema_tag("summary"), "run_id": run_dir.name, "status": "killed",
-        "ok": False, "exit_code": None, "signal": None, "started_at": now, "ended_at": now,
-        "elapsed_s": 0.0, "metrics_final": {}, "metrics_best": {},
-        "failure": {"class": "cancelled", "message": "cancelled while queued in its sweep",
-                    "traceback_tail": ""},
-        "written_by": "runner", "files": {}, "contract_violations": [], "wandb": {}})
+    contract.atomic_write_json(run_dir / contract.SUMMARY, summary_doc(
+        run_dir.name, status="killed", started=now, ended=now, written_by="runner",
+        failure=failure_record("cancelled", "cancelled while queued in its sweep")))
 
 
 class Driver:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from runner import contract, redact, sweep, tmux
+from runner.finish import failure_record, summary_doc
 from runner.status import run_status, wrapper_alive
 
 
@@ -77,13 +78,10 @@ def submit_sweep(root: Path, payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _record_launch_failure(run_dir: Path, run_id: str, message: str) -> None:
-    now = contract.iso()
-    contract.atomic_write_json(run_dir / contract.SUMMARY, {
-        "schema": contract.schema_tag("summary"), "run_id": run_id, "status": "failed",
-        "ok": False, "exit_code": None, "signal": None, "started_at": now, "ended_at": now,
-        "elapsed_s": 0.0, "metrics_final": {}, "metrics_best": {},
-        "failure": {"class": "launch", "message": message, "traceback_tail": ""},
-        "written_by": "runner", "files": {}, "contract_violations": [], "wandb": {}})
+    now = time.time()
+    contract.atomic_write_json(run_dir / contract.SUMMARY, summary_doc(
+        run_id, status="failed", started=now, ended=now, written_by="runner",
+        failure=failure_record("launch", message)))
 
 
 def cancel(run_dir: Path, wait_s: float = 60.0) -> dict[str, Any]:

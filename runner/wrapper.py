@@ -25,9 +25,11 @@ from runner import __version__, contract, redact, snapshots
 from runner import workload_command as wc
 from runner.finish import (
     Ledger,
+    failure_record,
     file_digests,
     metrics_from_log,
     numbers_from_summary_file,
+    summary_doc,
     tail_lines,
 )
 from runner.heartbeat import Breach, Heartbeat, Limits
@@ -224,31 +226,25 @@ class Wrapper:
         final, best = metrics_from_log(self.run_dir, self.spec.get("metrics", {}).get("best", {}))
         final.update(self._summary_from_numbers())
         self.events.emit("run_end", status=status, exit_code=exit_code, signal=sig)
-        doc = {
-            "schema": contract.schema_tag("summary"), "run_id": self.run_id, "status": status,
-            "ok": status == "completed", "exit_code": exit_code, "signal": sig,
-            "started_at": contract.iso(self.started_at), "ended_at": contract.iso(ended),
-            "elapsed_s": round(ended - self.started_at, 3), "metrics_final": final,
-            "metrics_best": best, "failure": failure, "written_by": "wrapper",
-            "files": file_digests(self.run_dir, sorted(self.ledger.written)),
-            "contract_violations": violations,
-            "wandb": self._wandb_final(),
-        }
+        doc = summary_doc(
+            self.run_id, status=status, started=self.started_at, ended=ended,
+            written_by="wrapper", failure=failure, exit_code=exit_code, signal=sig,
+            metrics_final=final, metrics_best=best,
+            files=file_digests(self.run_dir, sorted(self.ledger.written)),
+            contract_violations=violations, wandb=self._wandb_final())
         contract.atomic_write_json(self.run_dir / contract.SUMMARY, doc)
         return exit_code if exit_code is not None else 128 + (-(returncode or 0) or 1)
 
     def _outcome(self, exit_code: int | None, sig: str | None,
                  launch_error: str | None) -> tuple[str, dict[str, Any] | None]:
         if launch_error is not None:
-            return "failed", {"class": "launch", "message": launch_error, "traceback_tail": ""}
+            return "failed", failure_record("launch", launch_error)
         tail = tail_lines(self.run_dir / contract.STDOUT_LOG)
         if self.stop_reason is not None:
             reason = self.stop_reason
-            return reason.status, {"class": reason.failure_class, "message": reason.message,
-                                   "traceback_tail": tail}
+            return reason.status, failure_record(reason.failure_class, reason.message, tail)
         if self.cancelled is not None:
-            return "killed", {"class": "cancelled",
-                              "message": f"stopped on {self.cancelled}", "traceback_tail": tail}
+            return "killed", failure_record("cancelled", f"stopped on {self.cancelled}", tail)
         if exit_code == 0:
             return "completed", None
         return self._exit_outcome(exit_code, sig, tail)
@@ -259,13 +255,11 @@ class Wrapper:
         if sig is not None:
             status = "killed" if sig in ("SIGINT", "SIGTERM", "SIGHUP") else "failed"
             hint = " (the kernel's OOM killer sends this)" if sig == "SIGKILL" else ""
-            return status, {"class": "signal", "message": f"killed by {sig}{hint}",
-                            "traceback_tail": tail}
+            return status, failure_record("signal", f"killed by {sig}{hint}", tail)
         reported = self._reported_failure()
         if reported is not None:
             return "failed", {**reported, "traceback_tail": tail}
-        return "failed", {"class": "exit_code", "message": f"exited with code {exit_code}",
-                          "traceback_tail": tail}
+        return "failed", failure_record("exit_code", f"exited with code {exit_code}", tail)
 
     def _reported_failure(self) -> dict[str, str] | None:
         """The last `failure` event the workload logged through runner.track, if any: its
@@ -333,13 +327,7 @@ def _emergency_summary(wrapper: Wrapper, exc: Exception) -> None:
 
     if wrapper.proc is not None and wrapper.proc.poll() is None:
         _killpg(wrapper.proc.pid, signal.SIGKILL)
-    now = time.time()
-    contract.atomic_write_json(wrapper.run_dir / contract.SUMMARY, {
-        "schema": contract.schema_tag("summary"), "run_id": wrapper.run_id, "status": "failed",
-        "ok": False, "exit_code": None, "signal": None,
-        "started_at": contract.iso(wrapper.started_at), "ended_at": contract.iso(now),
-        "elapsed_s": round(now - wrapper.started_at, 3), "metrics_final": {},
-        "metrics_best": {}, "written_by": "wrapper", "files": {}, "contract_violations": [],
-        "failure": {"class": "runner", "message": f"the wrapper failed: {exc!r}",
-                    "traceback_tail": traceback.format_exc()[-4000:]},
-        "wandb": {}})
+    contract.atomic_write_json(wrapper.run_dir / contract.SUMMARY, summary_doc(
+        wrapper.run_id, status="failed", started=wrapper.started_at, ended=time.time(),
+        written_by="wrapper", failure=failure_record("runner", f"the wrapper failed: {exc!r}",
+                                                     traceback.format_exc()[-4000:])))

@@ -15,7 +15,7 @@ from ops.services.runs import Target
 from ops.services.spec import HostPaths, local_outputs_root
 from runner import contract
 
-LOCAL_NAMES = ("local", "localhost-direct")
+LOCAL_NAMES = ("local",)
 
 
 def host_name(loaded: LoadedConfig, host: str | None) -> str:
