@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from runner import contract, workload_command
+from runner import contract
+from runner.envpolicy import scrubbed_env
 
 _SESSION_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -28,7 +29,7 @@ def session_name(run_id: str) -> str:
 def _scrubbed_environ() -> Iterator[None]:
     saved = dict(os.environ)
     os.environ.clear()
-    os.environ.update(workload_command.scrubbed_env(saved))
+    os.environ.update(scrubbed_env(saved))
     try:
         yield
     finally:

@@ -12,33 +12,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from runner.envpolicy import DISTRIBUTED_ENV, scrubbed_env
+
 PLACEHOLDERS = ("run_dir", "out_dir", "checkpoints_dir", "code_dir", "data_dir", "run_id", "python")
 _PLACEHOLDER_RE = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
-
-# variables a workload inherits from the host; everything else is dropped
-INHERITED_ENV = (
-    "PATH",
-    "HOME",
-    "USER",
-    "LOGNAME",
-    "SHELL",
-    "LANG",
-    "LANGUAGE",
-    "TZ",
-    "TMPDIR",
-    "TERM",
-)
-# never inherited even through a preset's env: they make a single process think it is a rank
-_DISTRIBUTED_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
-                    "MASTER_PORT", "GROUP_RANK", "ROLE_RANK")
-
-
-def scrubbed_env(source: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The allow-listed part of an environment: no credentials, no stray ranks."""
-    source = os.environ if source is None else source
-    env = {k: v for k, v in source.items() if k in INHERITED_ENV or k.startswith("LC_")}
-    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-    return env
 
 
 def render(text: str, values: Mapping[str, str]) -> str:
@@ -84,7 +61,7 @@ def build_env(
 ) -> dict[str, str]:
     env = scrubbed_env(base)
     env.update({k: render(str(v), values) for k, v in workload.get("env", {}).items()})
-    for name in _DISTRIBUTED_ENV:
+    for name in DISTRIBUTED_ENV:
         env.pop(name, None)
     if is_python(workload):
         env["PYTHONUNBUFFERED"] = "1"

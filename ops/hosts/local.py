@@ -13,7 +13,7 @@ from typing import BinaryIO
 from ops.errors import HostError
 from ops.hosts.base import ExecResult, HostCommandError
 from ops.hosts.local_files import write_local_file
-from runner.workload_command import scrubbed_env
+from runner.envpolicy import scrubbed_env
 
 
 def run_local(argv: Sequence[str], *, cwd: Path | None = None, input_text: str | None = None,

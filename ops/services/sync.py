@@ -33,7 +33,7 @@ from ops.hosts.base import ExecResult
 from ops.hosts.local import run_local
 from ops.services import sync_host
 from ops.services.sync_host import HostState, SyncHost
-from runner.workload_command import scrubbed_env
+from runner.envpolicy import scrubbed_env
 
 __all__ = ["LocalCommit", "SyncHost", "SyncResult", "resolve_local", "sync_ref"]
 
