@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch is pinned exactly in the train extra: an open range would pull a CUDA build
-	$(PY) -m pip install -q -e '.[dev,train,wandb]'
+	$(PY) -m pip install -q -e '.[dev,train,wandb,report]'
 	touch $(STAMP)
 
 system-deps:

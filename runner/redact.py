@@ -14,7 +14,7 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,22 @@ def take_store(path: Path | None) -> dict[str, str]:
     if not isinstance(data, dict):
         return {}
     return {str(k): str(v) for k, v in data.items() if isinstance(v, str)}
+
+
+def discard_store(spec: Mapping[str, Any]) -> bool:
+    """Delete the run's secret store if it is still on disk (its wrapper never got to it, or
+    died before it could); True when one was removed."""
+    secrets = spec.get("secrets")
+    store = secrets.get("store") if isinstance(secrets, Mapping) else None
+    if not isinstance(store, str) or not store:
+        return False
+    try:
+        Path(os.path.expanduser(store)).unlink()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return False
+    return True
 
 
 def write_store(path: Path, secrets: dict[str, str]) -> None:

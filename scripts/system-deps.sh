@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Check (and as root with apt, install) the system tools pod-ops drives for real:
 # tmux (runs live in it), git (code identity and sync), OpenSSH server/client and rsync
-# (the ssh test tier and its benchmarks).
+# (the ssh test tier and its benchmarks), Chromium (the browser tier: the HTML report).
 set -euo pipefail
 missing=()
 command -v tmux >/dev/null || missing+=(tmux)
@@ -9,6 +9,7 @@ command -v git >/dev/null || missing+=(git)
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 command -v ssh-keygen >/dev/null || missing+=(openssh-client)
 command -v rsync >/dev/null || missing+=(rsync)
+command -v chromium >/dev/null || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing: ${missing[*]}"
