@@ -24,6 +24,12 @@ class ExecResult:
         return self.exit_code == 0
 
 
+def error_reason(exc: BaseException) -> str:
+    """What went wrong, never empty: `str(EOFError())` is "", so the type name stands in."""
+    text = str(exc).strip()
+    return text or type(exc).__name__
+
+
 class ConnectionLostError(HostError):
     """The connection dropped while a command ran; the next call reconnects."""
 

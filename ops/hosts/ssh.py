@@ -32,7 +32,7 @@ from typing import BinaryIO
 import paramiko
 
 from ops.errors import HostError, NotFoundError, OpsError
-from ops.hosts.base import ConnectionLostError, ExecResult, HostCommandError
+from ops.hosts.base import ConnectionLostError, ExecResult, HostCommandError, error_reason
 from ops.hosts.known_hosts import KnownHosts
 from ops.hosts.ssh_config import HasAddress, SSHTarget, resolve_target
 
@@ -122,7 +122,8 @@ class SSHHost:
         except _IO_ERRORS as exc:
             raise self._lost(exc) from exc
         finally:
-            chan.close()
+            with contextlib.suppress(*_IO_ERRORS):  # closing after a drop may fail too
+                chan.close()
         result = ExecResult(self.name, tuple(argv), code, out.decode(errors="replace"),
                             err.decode(errors="replace"))
         if check and not result.ok:
@@ -150,12 +151,29 @@ class SSHHost:
         """Start argv and return its channel (stdin/stdout/stderr streams, exit status) for
         the caller to read and close; `bulk` sizes it for megabytes of output."""
         sizes = {"window_size": STREAM_WINDOW, "max_packet_size": STREAM_PACKET} if bulk else {}
+        chan = self._open_session(sizes)
         try:
-            chan = self.transport.open_session(timeout=self.policy.connect_timeout, **sizes)
             chan.exec_command(shlex.join(argv))
         except _IO_ERRORS as exc:
-            raise self._lost(exc) from exc
+            with contextlib.suppress(*_IO_ERRORS):
+                chan.close()
+            raise self._lost(exc) from exc  # it may have started: never run it a second time
         return chan
+
+    def _open_session(self, sizes: Mapping[str, int]) -> paramiko.Channel:
+        """A new session channel. A connection that turns out dead here (paramiko may still
+        call it active for a moment after a drop) is replaced once: nothing has run on the
+        channel yet, so opening it again is safe."""
+        for attempt in (1, 2):
+            try:
+                return self.transport.open_session(timeout=self.policy.connect_timeout, **sizes)
+            except paramiko.ChannelException as exc:  # refused by a live server: not a drop
+                raise self._lost(exc) from exc
+            except _IO_ERRORS as exc:
+                if attempt == 2:
+                    raise self._lost(exc) from exc
+                self._discard()  # the next `transport` connects afresh
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @contextmanager
     def stream(self, argv: Sequence[str], *, input_bytes: bytes = b"") -> Iterator[BinaryIO]:
@@ -200,7 +218,7 @@ class SSHHost:
                 fh.write(data)
             sftp.posix_rename(tmp, path)
         except _IO_ERRORS as exc:
-            raise HostError(f"cannot write {path} on {self.name}: {exc}") from exc
+            raise HostError(f"cannot write {path} on {self.name}: {error_reason(exc)}") from exc
 
     def read_file(self, path: str) -> bytes:
         path = self.expand(path)
@@ -212,7 +230,7 @@ class SSHHost:
         except FileNotFoundError as exc:
             raise NotFoundError(f"{path} does not exist on {self.name}") from exc
         except _IO_ERRORS as exc:
-            raise HostError(f"cannot read {path} on {self.name}: {exc}") from exc
+            raise HostError(f"cannot read {path} on {self.name}: {error_reason(exc)}") from exc
 
     def makedirs(self, path: str, mode: int = 0o700) -> None:
         """mkdir -p over SFTP."""
@@ -230,7 +248,8 @@ class SSHHost:
             try:
                 sftp.mkdir(directory, mode)
             except OSError as exc:
-                raise HostError(f"cannot create {directory} on {self.name}: {exc}") from exc
+                raise HostError(f"cannot create {directory} on {self.name}: "
+                                f"{error_reason(exc)}") from exc
 
     def sftp(self) -> paramiko.SFTPClient:
         if self._sftp is None or self._sftp.get_channel().closed:
@@ -238,7 +257,7 @@ class SSHHost:
                 self._sftp = paramiko.SFTPClient.from_transport(
                     self.transport, window_size=STREAM_WINDOW, max_packet_size=STREAM_PACKET)
             except _IO_ERRORS as exc:
-                raise HostError(f"SFTP is not available on {self.name}: {exc}",
+                raise HostError(f"SFTP is not available on {self.name}: {error_reason(exc)}",
                                 hint="the host's sshd needs an sftp Subsystem") from exc
         assert self._sftp is not None  # noqa: S101 - from_transport returns None only on failure
         return self._sftp
@@ -337,6 +356,7 @@ class SSHHost:
     def _exit_code(self, chan: paramiko.Channel) -> int:
         code: int = chan.exit_status
         if code == -1 and not chan.get_transport().is_active():
+            self._discard()
             raise ConnectionLostError(f"connection to {self.name} dropped during the command",
                                       hint="run the command again; it reconnects")
         return code  # -1 on a live connection: killed by a signal (no exit status)
@@ -344,20 +364,32 @@ class SSHHost:
     # -- errors -----------------------------------------------------------------------------
 
     def _lost(self, exc: BaseException) -> HostError:
-        return ConnectionLostError(f"connection to {self.name} failed during a command: {exc}",
-                                   hint="run the command again; it reconnects")
+        """A command's connection failed: the next command connects afresh (paramiko may still
+        call a dropped transport active), and the reason is never empty (EOFError has no text)."""
+        if not isinstance(exc, paramiko.ChannelException):
+            self._discard()
+        return ConnectionLostError(
+            f"connection to {self.name} failed during a command: {error_reason(exc)}",
+            hint="run the command again; it reconnects")
+
+    def _discard(self) -> None:
+        """Forget the connection without failing: closing a dead one may raise."""
+        with contextlib.suppress(*_IO_ERRORS):
+            self.close()
+        self._sftp = self._client = self._jump = None
 
     def _auth_error(self, exc: paramiko.AuthenticationException) -> HostAuthError:
         keys = self._key_files() or ["(agent and ~/.ssh/id_* only)"]
         return HostAuthError(
-            f"authentication as {self.target.user} on {self.target.describe()} failed: {exc}",
+            f"authentication as {self.target.user} on {self.target.describe()} failed: "
+            f"{error_reason(exc)}",
             details=[f"keys offered: {', '.join(keys)}"],
             hint="check User and IdentityFile for this host in ~/.ssh/config, "
                  "or load the key into your agent with ssh-add",
         )
 
     def _unreachable(self, exc: BaseException, attempts: int, *, final: bool) -> HostError:
-        reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
+        reason = f"{type(exc).__name__}: {exc}".rstrip(": ")  # the type says most here
         tried = "" if final else f" after {attempts} attempts over {self.policy.retry_for:g} s"
         return HostUnreachableError(f"cannot connect to {self.target.describe()}{tried}: {reason}",
                                     hint="is the pod up and its sshd running? "
