@@ -9,16 +9,34 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import errno
-import hashlib
 import json
 import os
 import re
 import secrets
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from runner import seal, untrusted
+
+# the readers of an untrusted run dir live in runner.untrusted; the contract names them too
+JSON_LIMIT = untrusted.JSON_LIMIT
+JSONL_LIMIT = untrusted.JSONL_LIMIT
+MAX_DEPTH = untrusted.MAX_DEPTH
+ContractError = untrusted.ContractError
+JsonlRead = untrusted.JsonlRead
+file_kind = untrusted.file_kind
+iter_jsonl_from = untrusted.iter_jsonl_from
+open_regular = untrusted.open_regular
+parse_json = untrusted.parse_json
+read_json = untrusted.read_json
+read_json_or_none = untrusted.read_json_or_none
+read_jsonl = untrusted.read_jsonl
+read_jsonl_bytes = untrusted.read_jsonl_bytes
+read_regular_bytes = untrusted.read_regular_bytes
+sha256_file = untrusted.sha256_file
+too_deep = untrusted.too_deep
 
 SCHEMA_MAJOR = 1
 
@@ -75,10 +93,6 @@ DERIVED_STATUSES = ("queued", "launching", "running", "stalled", "dead", "invali
 WRITERS = ("wrapper", "runner")
 
 RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-
-class ContractError(Exception):
-    """A file or name that breaks the run-directory contract."""
 
 
 class RunDirExists(ContractError):
@@ -216,120 +230,49 @@ def make_run_dir(root: Path, run_id: str) -> Path:
 
 
 # ---------------------------------------------------------------------------
-# reading
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """Parse a JSON object file; raise ContractError with a reason otherwise."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ContractError(f"{Path(path).name}: unreadable: {exc}") from exc
-    try:
-        doc = json.loads(text, parse_constant=_reject_constant)
-    except ValueError as exc:
-        raise ContractError(f"{Path(path).name}: not valid JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise ContractError(f"{Path(path).name}: expected a JSON object")
-    return doc
-
-
-def read_json_or_none(path: Path) -> dict[str, Any] | None:
-    try:
-        return read_json(path)
-    except (FileNotFoundError, ContractError):
-        return None
+# the runner's summary
 
 
 def read_runner_summary(run_dir: Path) -> dict[str, Any] | None:
-    """summary.json when the runner wrote it; None when absent or not the runner's (a workload
-    may write a file of that name: it never ends a run)."""
-    doc = read_json_or_none(Path(run_dir) / SUMMARY)
-    if doc is None or check_schema_tag(doc, "summary") is not None:
-        return None
-    return doc if doc.get("written_by") in WRITERS else None
+    """summary.json when the runner wrote it and it carries the run's seal; None when absent,
+    not the runner's (a workload may write a file of that name: it never ends a run), or not
+    sealed with the key spec.json commits to. Liveness is not checked here: see
+    ``runner.status.final_summary``."""
+    return _runner_summary(Path(run_dir))[0]
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed in contract files")
+def summary_problem(run_dir: Path) -> str | None:
+    """Why summary.json of ``run_dir`` does not end the run (None when absent or when it is
+    the runner's sealed summary)."""
+    return _runner_summary(Path(run_dir))[1]
 
 
-@dataclass
-class JsonlRead:
-    """Records of a JSONL file; a torn last line is dropped and reported, not fatal."""
-
-    records: list[dict[str, Any]] = field(default_factory=list)
-    torn_tail: bool = False
-    bad_lines: list[int] = field(default_factory=list)  # 1-based, complete but unparseable
-
-    @property
-    def warnings(self) -> list[str]:
-        notes = []
-        if self.torn_tail:
-            notes.append("last line is incomplete (torn write); it was ignored")
-        notes.extend(f"line {n} is not a JSON object" for n in self.bad_lines)
-        return notes
-
-
-def read_jsonl(path: Path) -> JsonlRead:
-    result = JsonlRead()
+def _runner_summary(run_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
     try:
-        data = Path(path).read_bytes()
+        doc = read_json(run_dir / SUMMARY)
     except FileNotFoundError:
-        return result
-    lines = data.split(b"\n")
-    tail = lines.pop()  # text after the last newline: empty unless the last write was torn
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        record = _parse_line(raw)
-        if record is None:
-            result.bad_lines.append(number)
-        else:
-            result.records.append(record)
-    if tail.strip():
-        record = _parse_line(tail)
-        if record is None:
-            result.torn_tail = True
-        else:
-            result.records.append(record)
-    return result
-
-
-def iter_jsonl_from(path: Path, offset: int) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (end offset, record) for whole lines after ``offset``; stops at a torn tail."""
+        return None, None
+    except (OSError, ContractError) as exc:
+        return None, str(exc)
+    tag_problem = check_schema_tag(doc, "summary")
+    if tag_problem is not None:
+        return None, f"summary.json: {tag_problem}"
+    if doc.get("written_by") not in WRITERS:
+        return None, f"summary.json: written_by is {_short(doc.get('written_by'))}, not the runner"
     try:
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            data = fh.read()
+        spec: dict[str, Any] | None = read_json(run_dir / SPEC)
     except FileNotFoundError:
-        return
-    pos = offset
-    for raw in data.splitlines(keepends=True):
-        if not raw.endswith(b"\n"):
-            return
-        pos += len(raw)
-        record = _parse_line(raw)
-        if record is not None:
-            yield pos, record
+        spec = None
+    except (OSError, ContractError) as exc:
+        return None, f"summary.json cannot be checked against spec.json: {exc}"
+    sealed = seal.problem(doc, spec)
+    return (doc, None) if sealed is None else (None, sealed)
 
 
-def _parse_line(raw: bytes) -> dict[str, Any] | None:
-    try:
-        value = json.loads(raw, parse_constant=_reject_constant)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def boot_id() -> str | None:

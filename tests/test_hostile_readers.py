@@ -1,0 +1,103 @@
+"""Readers of a run directory treat it as untrusted input (issue 7, items 10, 11 and 13).
+
+Each test builds the hostile thing for real: a FIFO made with os.mkfifo, a directory or a
+symbolic link where a file belongs, JSON nested thousands of levels deep, a file over the cap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from runner import contract
+
+pytestmark = pytest.mark.timeout(20)  # a reader that blocks on a FIFO fails, not hangs
+
+NESTED = ("[" * 3000 + "]" * 3000)
+
+
+def _write(path: Path, text: str | bytes) -> Path:
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+@pytest.mark.timeout(5)
+def test_read_regular_bytes_refuses_a_fifo_without_blocking(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "spec.json")
+    with pytest.raises(contract.ContractError, match="is a FIFO, not a regular file"):
+        contract.read_regular_bytes(tmp_path / "spec.json")
+    with pytest.raises(contract.ContractError, match="FIFO"):
+        contract.read_json(tmp_path / "spec.json")
+    assert contract.read_json_or_none(tmp_path / "spec.json") is None
+    assert contract.read_jsonl(tmp_path / "spec.json").problem is not None
+    assert list(contract.iter_jsonl_from(tmp_path / "spec.json", 0)) == []
+    with pytest.raises(contract.ContractError, match="FIFO"):
+        contract.sha256_file(tmp_path / "spec.json")
+
+
+@pytest.mark.timeout(5)
+def test_open_regular_refuses_every_other_kind(tmp_path: Path) -> None:
+    (tmp_path / "a_dir").mkdir()
+    target = _write(tmp_path / "target", b'{"x": 1}')
+    (tmp_path / "a_link").symlink_to(target)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "a_sock"))
+    try:
+        for name, kind in (("a_dir", "a directory"), ("a_link", "a symbolic link"),
+                           ("a_sock", "a socket")):
+            with pytest.raises(contract.ContractError, match=f"is {kind}, not a regular file"):
+                contract.open_regular(tmp_path / name)
+    finally:
+        sock.close()
+    with pytest.raises(contract.ContractError, match="character device"):
+        contract.read_regular_bytes(Path("/dev/zero"))
+    with pytest.raises(FileNotFoundError):
+        contract.read_regular_bytes(tmp_path / "absent")
+    assert contract.read_regular_bytes(target) == b'{"x": 1}'
+
+
+def test_read_is_bounded(tmp_path: Path) -> None:
+    big = _write(tmp_path / "big.json", b" " * 4096 + b"{}")
+    with pytest.raises(contract.ContractError, match="over the 1024-byte limit"):
+        contract.read_regular_bytes(big, limit=1024)
+    assert contract.read_json(big) == {}
+    lines = _write(tmp_path / "m.jsonl", b'{"a": 1}\n' * 100)
+    read = contract.read_jsonl(lines, limit=95)
+    assert len(read.records) == 10 and read.truncated and not read.torn_tail
+    assert any("read limit" in w for w in read.warnings)
+    ends = [end for end, _ in contract.iter_jsonl_from(lines, 9, limit=30)]
+    assert ends == [18, 27, 36]
+
+
+def test_deep_nesting_is_a_bad_line_not_a_crash(tmp_path: Path) -> None:
+    path = _write(tmp_path / "metrics.jsonl",
+                  '{"step": 1, "metrics": {"loss": 0.5}}\n'
+                  f'{{"step": 2, "metrics": {NESTED}}}\n'
+                  f'{{"step": 3, "metrics": {"[" * 150 + "]" * 150}}}\n'
+                  '{"step": 4, "metrics": {"loss": 0.25}}\n')
+    read = contract.read_jsonl(path)
+    assert [r["step"] for r in read.records] == [1, 4]
+    assert read.bad_lines == [2, 3]
+    assert [r["step"] for _, r in contract.iter_jsonl_from(path, 0)] == [1, 4]
+    doc = _write(tmp_path / "spec.json", '{"a": ' + NESTED + "}")
+    with pytest.raises(contract.ContractError, match=r"nested too deeply|levels deep"):
+        contract.read_json(doc)
+
+
+def test_parse_json_rejects_what_the_contract_never_writes() -> None:
+    for text in (b"NaN", b'{"x": Infinity}', b"\xff\xfe{}"):
+        with pytest.raises(ValueError):
+            contract.parse_json(text)
+    assert contract.parse_json(b'{"a": [[1]]}') == {"a": [[1]]}
+    assert contract.too_deep([[[]]], limit=2) and not contract.too_deep([[[]]], limit=3)
+
+
+def test_valid_json_reads_as_before(tmp_path: Path) -> None:
+    doc = {"schema": "ops.spec/1", "run_id": "r1", "config": {"a": [1, 2, {"b": None}]}}
+    path = _write(tmp_path / "spec.json", json.dumps(doc))
+    assert contract.read_json(path) == doc
+    assert contract.sha256_file(path) == __import__("hashlib").sha256(path.read_bytes()).hexdigest()
