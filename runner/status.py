@@ -1,57 +1,101 @@
 """Deriving a run's status on the host: recorded if summary.json says so, else from liveness.
 
 Liveness is the wrapper's pid *and* its start time *and* the host's boot id, all read on the
-host itself; the laptop's clock and a tmux session are never taken as proof of life.
+host itself; the laptop's clock and a tmux session are never taken as proof of life. A summary
+ends a run only when it is the runner's, carries the run's seal, and the wrapper that owns the
+run is gone. Every file of the run dir is untrusted input: a bad one makes that run ``invalid``
+(with the reason), never an exception.
 """
 
 from __future__ import annotations
 
+import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from runner import contract, sweep, tmux
+from runner import contract, fields, sweep, tmux
 
 LAUNCH_WINDOW_SEC = 60.0
 START_TIME_TOLERANCE_SEC = 1.0
+SOCKET_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+SUMMARY_WHILE_ALIVE = ("summary.json present but the wrapper is still running "
+                       "(ignored until it exits)")
 
 
 def wrapper_alive(process: dict[str, Any], host_boot_id: str | None,
                   recorded_boot_id: str | None) -> tuple[bool, str]:
-    if recorded_boot_id and host_boot_id and recorded_boot_id != host_boot_id:
+    """Whether the process ``process`` names (pid + pid_start_time) still runs on this boot."""
+    recorded_boot = fields.text(recorded_boot_id, 64)
+    if recorded_boot and host_boot_id and recorded_boot != host_boot_id:
         return False, "the host rebooted since the run started"
-    pid = process.get("pid")
-    if not isinstance(pid, int):
-        return False, "run_metadata.json has no wrapper pid"
+    pid = fields.pid(process.get("pid")) if isinstance(process, dict) else None
+    if pid is None:
+        return False, "no usable wrapper pid is recorded"
     try:
         started = psutil.Process(pid).create_time()
     except psutil.NoSuchProcess:
         return False, f"wrapper pid {pid} is gone"
-    except psutil.Error as exc:
+    except (psutil.Error, OSError, ValueError) as exc:
         return False, f"wrapper pid {pid} cannot be inspected: {exc}"
-    recorded = process.get("pid_start_time")
-    if not isinstance(recorded, (int, float)) or abs(started - recorded) > \
-            START_TIME_TOLERANCE_SEC:
+    recorded = fields.number(process.get("pid_start_time"))
+    if recorded is None or abs(started - float(recorded)) > START_TIME_TOLERANCE_SEC:
         return False, f"pid {pid} now belongs to another process"
     return True, "wrapper alive"
 
 
-def _summary_status(run_dir: Path, info: dict[str, Any]) -> bool:
-    """Fill ``info`` from summary.json; False when there is no summary of the runner's."""
+@dataclass(frozen=True)
+class Owner:
+    """The wrapper a run dir names: its process record, boot id and the file that said so."""
+
+    process: dict[str, Any]
+    boot_id: str | None
+    source: str
+
+
+def owner_of(meta: dict[str, Any] | None, beat: dict[str, Any] | None) -> Owner | None:
+    """The wrapper from run_metadata.json, else from heartbeat.json; None when neither names
+    one (the wrapper never started)."""
+    process = fields.obj(meta, "process")
+    if meta is not None and process:
+        return Owner(process, fields.text(fields.obj(meta, "host").get("boot_id")),
+                     contract.METADATA)
+    if beat is not None:
+        return Owner(beat, fields.text(beat.get("boot_id")), contract.HEARTBEAT)
+    return None
+
+
+def read_doc(path: Path, name: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(document, None) when ``path`` is a usable ``ops.<name>`` file; (None, reason) when it
+    is not; (None, None) when it is absent."""
+    try:
+        doc = contract.read_json(path)
+    except FileNotFoundError:
+        return None, None
+    except (OSError, contract.ContractError) as exc:
+        return None, fields.clip(str(exc))
+    problem = contract.check_schema_tag(doc, name)
+    if problem is not None:
+        return None, fields.clip(f"{path.name}: {problem}")
+    return doc, None
+
+
+def final_summary(run_dir: Path, *, host_boot: str | None = None) -> dict[str, Any] | None:
+    """The runner's sealed summary.json, and only once the wrapper that owns the run is gone
+    (a launch failure has no wrapper: its summary counts at once). None otherwise."""
     summary = contract.read_runner_summary(run_dir)
     if summary is None:
-        if (run_dir / contract.SUMMARY).exists():
-            info["notes"].append("summary.json is not the runner's (ignored)")
-        return False
-    info.update(status=summary.get("status"), exit_code=summary.get("exit_code"),
-                ended_at=summary.get("ended_at"), elapsed_s=summary.get("elapsed_s"),
-                metrics_final=summary.get("metrics_final", {}), failure=summary.get("failure"),
-                written_by=summary.get("written_by"))
-    if summary.get("status") not in contract.RECORDED_STATUSES:
-        info.update(status="invalid", reason=f"unknown status {summary.get('status')!r}")
-    return True
+        return None
+    meta, _ = read_doc(run_dir / contract.METADATA, "run_metadata")
+    beat, _ = read_doc(run_dir / contract.HEARTBEAT, "heartbeat")
+    owner = owner_of(meta, beat)
+    if owner is None:
+        return summary
+    alive, _ = wrapper_alive(owner.process, host_boot or contract.boot_id(), owner.boot_id)
+    return None if alive else summary
 
 
 class SessionCache:
@@ -66,78 +110,111 @@ class SessionCache:
         return self._by_socket[socket]
 
 
+def _spec_fields(spec: dict[str, Any], info: dict[str, Any], sessions: SessionCache) -> None:
+    info.update(preset=fields.text(spec.get("preset")), kind=fields.text(spec.get("kind")),
+                sweep_id=fields.text(spec.get("sweep_id")),
+                created_at=fields.text(spec.get("created_at"), 64))
+    tmux_cfg = fields.obj(spec, "tmux")
+    session = fields.text(tmux_cfg.get("session"), 200)
+    socket = fields.text(tmux_cfg.get("socket"), 64) or "ops"
+    info["tmux_session"] = session
+    if not SOCKET_RE.fullmatch(socket):
+        info["notes"].append("spec.json names an unusable tmux socket (not asked)")
+        info["tmux_alive"] = False
+        return
+    info["tmux_alive"] = bool(session) and session in sessions(socket)
+
+
 def run_status(run_dir: Path, *, now: float | None = None, host_boot: str | None = None,
                sessions: SessionCache | None = None) -> dict[str, Any]:
+    """The status of one run as a JSON-able dict; never raises on what the run dir holds."""
+    run_dir = Path(run_dir)
     now = time.time() if now is None else now
+    host_boot = host_boot or contract.boot_id()
     info: dict[str, Any] = {"run_id": run_dir.name, "run_dir": str(run_dir), "status": None,
                             "notes": []}
-    spec = _read(run_dir / contract.SPEC, "spec", info)
-    if spec is not None:
-        info.update(preset=spec.get("preset"), kind=spec.get("kind"),
-                    sweep_id=spec.get("sweep_id"), created_at=spec.get("created_at"))
-        session = spec.get("tmux", {}).get("session")
-        socket = spec.get("tmux", {}).get("socket") or "ops"
-        info["tmux_session"] = session
-        info["tmux_alive"] = bool(session) and session in (sessions or SessionCache())(socket)
-    if info["status"] == "invalid":
-        return info
-    if _summary_status(run_dir, info):
-        return info
-    meta = _read(run_dir / contract.METADATA, "run_metadata", info)
-    beat = _read(run_dir / contract.HEARTBEAT, "heartbeat", info)
-    if meta is None and beat is None:
-        if (run_dir / contract.METADATA).exists() and not _young(run_dir, now):
-            return info  # invalid, with the reason already set
-        # no usable metadata yet (or one the workload replaced before the first heartbeat)
-        info.update(status=None, reason=None)
-        return _not_started(run_dir, spec, now, info)
-    if meta is None:
-        # run_metadata.json was replaced (by the workload?): the heartbeat also names the wrapper
-        info.update(status=None, reason=None)
-        info["notes"].append(f"liveness from heartbeat.json: {info.pop('reason', None) or ''}"
-                             "run_metadata.json is unusable")
-    info["started_at"] = (meta or {}).get("started_at")
-    process = (meta or {}).get("process") or (beat or {})
-    recorded_boot = (meta or {}).get("host", {}).get("boot_id") or (beat or {}).get("boot_id")
-    alive, reason = wrapper_alive(process, host_boot or contract.boot_id(), recorded_boot)
-    if not alive:
-        info.update(status="dead", reason=reason)
-        return info
-    return _live_status(run_dir, spec or {}, now, beat, info)
-
-
-def _read(path: Path, name: str, info: dict[str, Any]) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    try:
-        doc = contract.read_json(path)
-    except contract.ContractError as exc:
-        info.update(status="invalid", reason=str(exc))
-        return None
-    problem = contract.check_schema_tag(doc, name)
+    spec, problem = read_doc(run_dir / contract.SPEC, "spec")
     if problem is not None:
-        info.update(status="invalid", reason=f"{path.name}: {problem}")
+        return _invalid(info, problem)
+    if spec is not None:
+        _spec_fields(spec, info, sessions or SessionCache())
+    meta, meta_problem = read_doc(run_dir / contract.METADATA, "run_metadata")
+    beat, beat_problem = read_doc(run_dir / contract.HEARTBEAT, "heartbeat")
+    owner = owner_of(meta, beat)
+    alive, why = (False, "") if owner is None else \
+        wrapper_alive(owner.process, host_boot, owner.boot_id)
+    if _summary_status(run_dir, info, wrapper_running=alive):
+        return info
+    if owner is None:
+        reason = meta_problem or beat_problem
+        if reason and not _young(run_dir, now):
+            return _invalid(info, reason)
+        # no usable metadata yet (or one the workload replaced before the first heartbeat)
+        return _not_started(run_dir, spec, now, info)
+    if meta is None or owner.source != contract.METADATA:
+        info["notes"].append(f"liveness from heartbeat.json: "
+                             f"{meta_problem or 'run_metadata.json names no wrapper process'}")
+    info["started_at"] = fields.text((meta or {}).get("started_at"), 64)
+    if not alive:
+        info.update(status="dead", reason=why)
+        return info
+    return _live_status(run_dir, spec or {}, now, beat, info, beat_problem=beat_problem)
+
+
+def _invalid(info: dict[str, Any], reason: str) -> dict[str, Any]:
+    info.update(status="invalid", reason=reason)
+    return info
+
+
+def _summary_status(run_dir: Path, info: dict[str, Any], *, wrapper_running: bool) -> bool:
+    """Fill ``info`` from summary.json; False when no summary of the runner's ends the run."""
+    summary = contract.read_runner_summary(run_dir)
+    if summary is None:
+        problem = contract.summary_problem(run_dir)
+        if problem is not None:
+            info["notes"].append(fields.clip(f"summary.json ignored: {problem}"))
+        return False
+    if wrapper_running:
+        info["notes"].append(SUMMARY_WHILE_ALIVE)
+        return False
+    status = summary.get("status")
+    info.update(status=status, exit_code=fields.integer(summary.get("exit_code")),
+                ended_at=fields.text(summary.get("ended_at"), 64),
+                elapsed_s=fields.number(summary.get("elapsed_s")),
+                metrics_final=fields.metrics(summary.get("metrics_final")),
+                failure=fields.failure(summary.get("failure")),
+                written_by=summary.get("written_by"))
+    if status not in contract.RECORDED_STATUSES:
+        shown = fields.text(status, 40) if isinstance(status, str) else type(status).__name__
+        _invalid(info, f"summary.json: unknown status {shown!r}")
+    return True
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.lstat().st_mtime
+    except OSError:
         return None
-    return doc
 
 
 def _young(run_dir: Path, now: float) -> bool:
-    try:
-        return now - (run_dir / contract.SPEC).stat().st_mtime < LAUNCH_WINDOW_SEC
-    except FileNotFoundError:
-        return False
+    created = _mtime(run_dir / contract.SPEC)
+    return created is not None and now - created < LAUNCH_WINDOW_SEC
 
 
 def _not_started(run_dir: Path, spec: dict[str, Any] | None, now: float,
                  info: dict[str, Any]) -> dict[str, Any]:
-    if spec is None:
-        info.update(status="invalid", reason="no spec.json: not a run directory")
-        return info
-    age = now - (run_dir / contract.SPEC).stat().st_mtime
-    if spec.get("sweep_id") and not (run_dir / sweep.CLAIM).exists():
-        driver = sweep.driver_alive(run_dir.parent, str(spec["sweep_id"]))
+    created = _mtime(run_dir / contract.SPEC)
+    if spec is None or created is None:
+        return _invalid(info, "no spec.json: not a run directory")
+    age = now - created
+    sweep_id = fields.text(spec.get("sweep_id"), 128)
+    if sweep_id and not (run_dir / sweep.CLAIM).exists():
+        if not contract.RUN_ID_RE.fullmatch(sweep_id):
+            return _invalid(info, "spec.json: sweep_id is not a usable id")
+        driver = _sweep_driver(run_dir, sweep_id)
         if driver:
-            info.update(status="queued", reason=f"waiting in sweep {spec['sweep_id']}")
+            info.update(status="queued", reason=f"waiting in sweep {sweep_id}")
             return info
         if driver is False:
             info.update(status="dead", reason="its sweep driver ended before it started")
@@ -149,18 +226,30 @@ def _not_started(run_dir: Path, spec: dict[str, Any] | None, now: float,
     return info
 
 
+def _sweep_driver(run_dir: Path, sweep_id: str) -> bool | None:
+    try:
+        return sweep.driver_alive(run_dir.parent, sweep_id)
+    except (ValueError, TypeError, OverflowError):
+        return False  # a driver record that does not parse as one names no live driver
+
+
 def _live_status(run_dir: Path, spec: dict[str, Any], now: float, beat: dict[str, Any] | None,
-                 info: dict[str, Any]) -> dict[str, Any]:
-    beat_cfg = spec.get("heartbeat", {})
-    interval = float(beat_cfg.get("interval_s", 5.0))
-    stall_after = interval * int(beat_cfg.get("stall_after_intervals", 3))
-    if beat is None:
-        info.update(status="launching", reason="no heartbeat yet")
+                 info: dict[str, Any], *, beat_problem: str | None) -> dict[str, Any]:
+    beat_cfg = fields.obj(spec, "heartbeat")
+    interval = fields.positive(beat_cfg.get("interval_s"), 5.0)
+    intervals = fields.integer(beat_cfg.get("stall_after_intervals"))
+    stall_after = interval * (intervals if intervals is not None and intervals > 0 else 3)
+    beat_mtime = _mtime(run_dir / contract.HEARTBEAT)
+    if beat is None or beat_mtime is None:
+        reason = f"no usable heartbeat ({beat_problem})" if beat_problem else "no heartbeat yet"
+        info.update(status="launching", reason=reason)
         return info
-    age = now - (run_dir / contract.HEARTBEAT).stat().st_mtime
-    info.update(heartbeat_age_s=round(age, 2), step=beat.get("step"), phase=beat.get("phase"),
-                rss_bytes=beat.get("rss_bytes"), gpu_memory_bytes=beat.get("gpu_memory_bytes"),
-                last_step_at=beat.get("last_step_at"))
+    age = now - beat_mtime
+    info.update(heartbeat_age_s=round(age, 2), step=fields.integer(beat.get("step")),
+                phase=fields.text(beat.get("phase"), 100),
+                rss_bytes=fields.integer(beat.get("rss_bytes")),
+                gpu_memory_bytes=fields.integer(beat.get("gpu_memory_bytes")),
+                last_step_at=fields.text(beat.get("last_step_at"), 64))
     if age > stall_after:
         info.update(status="stalled", reason=f"heartbeat {age:.0f} s old (interval {interval:g} s)")
     else:
@@ -169,12 +258,27 @@ def _live_status(run_dir: Path, spec: dict[str, Any], now: float, beat: dict[str
 
 
 def list_runs(root: Path) -> list[dict[str, Any]]:
-    """Every run under ``root`` in one pass: one tmux query per socket, one boot id read."""
+    """Every run under ``root`` in one pass: one tmux query per socket, one boot id read. A run
+    dir that breaks a reader is listed as invalid; it never hides the others."""
     if not root.is_dir():
         return []
     host_boot = contract.boot_id()
     sessions = SessionCache()
     now = time.time()
-    return [run_status(p, now=now, host_boot=host_boot, sessions=sessions)
-            for p in sorted(root.iterdir())
-            if p.is_dir() and contract.RUN_ID_RE.fullmatch(p.name)]
+    runs = []
+    for path in sorted(root.iterdir()):
+        if not contract.RUN_ID_RE.fullmatch(path.name) or not path.is_dir():
+            continue
+        runs.append(_guarded_status(path, now, host_boot, sessions))
+    return runs
+
+
+def _guarded_status(run_dir: Path, now: float, host_boot: str | None,
+                    sessions: SessionCache) -> dict[str, Any]:
+    info: dict[str, Any] = {"run_id": run_dir.name, "run_dir": str(run_dir), "notes": []}
+    if run_dir.is_symlink():
+        return _invalid(info, "the run dir is a symbolic link, not a directory the runner made")
+    try:
+        return run_status(run_dir, now=now, host_boot=host_boot, sessions=sessions)
+    except Exception as exc:  # noqa: BLE001 - the last guard: one bad run never hides the others
+        return _invalid(info, fields.clip(f"status could not be read: {exc!r}"))

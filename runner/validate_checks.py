@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from runner import contract
+from runner import contract, seal
 
 CHUNK_BYTES = 1 << 20
 SAME_RULE_LIMIT = 20  # findings kept per (file, rule); the rest are counted in one line
@@ -211,6 +211,17 @@ def check_writer(run: ParsedRun, out: Findings) -> None:
         out.fail(contract.SUMMARY, "L3.writer", f"written_by is {got!r}, not wrapper or runner")
 
 
+def check_seal(run: ParsedRun, out: Findings) -> None:
+    """summary.json must carry the key whose SHA-256 spec.json commits to (legacy specs
+    commit to none)."""
+    summary, spec = run.summary, run.docs.get(contract.SPEC)
+    if summary is None or spec is None:
+        return
+    problem = seal.problem(summary, spec)
+    if problem is not None:
+        out.fail(contract.SUMMARY, "L3.summary-seal", problem)
+
+
 def check_contract_violations(run: ParsedRun, out: Findings) -> None:
     entries = (run.summary or {}).get("contract_violations")
     for entry in entries if isinstance(entries, list) else []:
@@ -243,6 +254,7 @@ L3_CHECKS: tuple[Check, ...] = (
     check_status,
     check_finite_metrics,
     check_writer,
+    check_seal,
     check_contract_violations,
     check_file_digests,
 )
