@@ -61,7 +61,7 @@ def make_run_dir(box: Sandbox, run_id: str, preset: Mapping[str, Any], *,
     spec = build_spec(loaded, resolved, run_id, paths=paths, code=code,
                       secret_names=sorted(secrets))
     run_dir = contract.make_run_dir(box.outputs, run_id)
-    redact.place_store(spec, secrets)  # what `runner submit` does with the payload's secrets
+    redact.place_store(spec, secrets, box.outputs)  # as `runner submit` does
     contract.atomic_write_json(run_dir / contract.SPEC, spec)
     return run_dir
 

@@ -21,7 +21,8 @@ from typing import Any
 import psutil
 
 from runner import contract, redact, tmux
-from runner.finish import failure_record, summary_doc
+from runner.envpolicy import scrubbed_env
+from runner.finish import failure_record, summary_doc, write_summary
 
 SWEEPS_DIR = ".sweeps"
 CLAIM = ".claimed"
@@ -36,20 +37,24 @@ def driver_file(root: Path, sweep_id: str) -> Path:
 
 
 def create(root: Path, sweep_id: str, specs: list[dict[str, Any]],
-           secrets: dict[str, str]) -> list[Path]:
-    """Make every member's run dir (all or none are new), write the sweep file."""
+           secrets: dict[str, dict[str, str]]) -> list[Path]:
+    """Make every member's run dir (all or none are new), write the sweep file. ``secrets``
+    maps each member's run id to its own secrets: a member never sees another's."""
     contract.validate_run_id(sweep_id)
     ids = [contract.validate_run_id(str(s.get("run_id", ""))) for s in specs]
     taken = [i for i in ids if (root / i).exists()]
     if taken or len(set(ids)) != len(ids):
         raise contract.RunDirExists(f"run ids already exist or repeat: {', '.join(taken or ids)}")
     run_dirs = []
-    session = tmux.session_name(f"sweep-{sweep_id}")
+    session = tmux.sweep_session_name(sweep_id)
     for index, spec in enumerate(specs):
         run_dir = contract.make_run_dir(root, spec["run_id"])
         spec.update(sweep_id=sweep_id, sweep_index=index, created_at=contract.iso())
-        spec.setdefault("tmux", {})["session"] = session
-        redact.place_store(spec, secrets)
+        spec["inherited_env"] = scrubbed_env()
+        tmux_block = spec.get("tmux")
+        spec["tmux"] = {**(tmux_block if isinstance(tmux_block, dict) else {}),
+                        "session": session}
+        redact.place_store(spec, secrets.get(spec["run_id"], {}), root)
         contract.atomic_write_json(run_dir / contract.SPEC, spec)
         run_dirs.append(run_dir)
     sweep_file(root, sweep_id).parent.mkdir(exist_ok=True)
@@ -73,13 +78,11 @@ def claim(run_dir: Path) -> bool:
 def record_cancelled_while_queued(run_dir: Path) -> None:
     spec = contract.read_json(run_dir / contract.SPEC)
     now = time.time()
-    store = spec.get("secrets", {}).get("store")
-    if store:
-        with contextlib.suppress(FileNotFoundError):
-            Path(os.path.expanduser(store)).unlink()
-    contract.atomic_write_json(run_dir / contract.SUMMARY, summary_doc(
+    key = redact.peek_seal(spec)
+    redact.discard_store(spec)
+    write_summary(run_dir, summary_doc(
         run_dir.name, status="killed", started=now, ended=now, written_by="runner",
-        failure=failure_record("cancelled", "cancelled while queued in its sweep")))
+        failure=failure_record("cancelled", "cancelled while queued in its sweep"), seal=key))
 
 
 class Driver:

@@ -7,7 +7,6 @@ holds nothing the submitter had in theirs; a session only runs the wrapper, stdi
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import sys
 from collections.abc import Iterator
@@ -17,12 +16,22 @@ from pathlib import Path
 from runner import contract
 from runner.envpolicy import scrubbed_env
 
-_SESSION_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+def _encode(run_id: str) -> str:
+    """tmux treats '.' and ':' in a name as target separators. Run ids never hold ':'; '.' is
+    spelled '_-' and '_' is doubled, so two run ids never share a session name (`col.1` ->
+    `col_-1`, `col_1` -> `col__1`) and ids of letters, digits and '-' read unchanged."""
+    return contract.validate_run_id(run_id).replace("_", "__").replace(".", "_-")
 
 
 def session_name(run_id: str) -> str:
-    """tmux treats '.' and ':' as target separators: keep names plain."""
-    return "ops-" + _SESSION_UNSAFE.sub("_", run_id)
+    return "ops-" + _encode(run_id)
+
+
+def sweep_session_name(sweep_id: str) -> str:
+    """`ops-sweep_<id>`: in an encoded run id '_' is always followed by '_' or '-', never by a
+    letter or digit, so a sweep's session never takes a run's name."""
+    return "ops-sweep_" + _encode(sweep_id)
 
 
 @contextmanager

@@ -14,9 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runner import contract, redact, sweep, tmux
-from runner.finish import failure_record, summary_doc
-from runner.status import run_status, wrapper_alive
+from runner import contract, reaper, redact, sweep, tmux
+from runner.envpolicy import scrubbed_env
+from runner.finish import failure_record, summary_doc, write_summary
+from runner.status import final_summary, run_status, wrapper_alive
+from runner.track import EventLog
 
 
 class VerbError(Exception):
@@ -28,6 +30,7 @@ class VerbError(Exception):
 
 def submit(root: Path, payload: dict[str, Any]) -> dict[str, Any]:
     spec = payload.get("spec")
+    secrets = _secrets(payload.get("secrets"))
     if not isinstance(spec, dict):
         raise VerbError("usage", "submit expects {'spec': {...}, 'secrets': {...}} on stdin")
     try:
@@ -38,30 +41,75 @@ def submit(root: Path, payload: dict[str, Any]) -> dict[str, Any]:
     except contract.ContractError as exc:
         raise VerbError("usage", str(exc)) from exc
     spec["created_at"] = contract.iso()  # the host's clock, like every later timestamp
-    socket = spec.setdefault("tmux", {}).get("socket") or "ops"
-    session = spec["tmux"].setdefault("session", tmux.session_name(run_id))
-    redact.place_store(spec, payload.get("secrets") or {})
-    store = spec["secrets"]["store"]
-    contract.atomic_write_json(run_dir / contract.SPEC, spec)
+    spec["inherited_env"] = scrubbed_env()  # this submit's environment, not tmux's
+    if not isinstance(spec.get("tmux"), dict):
+        spec["tmux"] = {}
+    socket = spec["tmux"].get("socket") or "ops"
+    session = spec["tmux"]["session"] = tmux.session_name(run_id)
+    sweep_stale_stores(root)
+    key = None
     try:
+        key = redact.place_store(spec, secrets, root)
+        contract.atomic_write_json(run_dir / contract.SPEC, spec)
         tmux.launch_wrapper(run_dir, socket, session)
     except Exception as exc:
-        _record_launch_failure(run_dir, run_id, f"tmux launch failed: {exc}")
-        if store:
-            with contextlib.suppress(FileNotFoundError):
-                Path(os.path.expanduser(store)).unlink()
-        raise VerbError("failed", f"could not launch {run_id} in tmux: {exc}") from exc
+        redact.discard_store(spec)
+        if not (run_dir / contract.SPEC).exists():
+            _write_spec_anyway(run_dir, spec)
+        _record_launch_failure(run_dir, run_id, f"launch failed: {exc}", key)
+        raise VerbError("failed", f"could not launch {run_id}: {exc}") from exc
     return {"run_id": run_id, "run_dir": str(run_dir), "tmux_session": session,
             "tmux_socket": socket}
+
+
+def _secrets(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise VerbError("usage", "secrets must be an object of name -> string value")
+    return {str(k): v for k, v in value.items()}
+
+
+def _write_spec_anyway(run_dir: Path, spec: dict[str, Any]) -> None:
+    """A run dir that failed to launch still says what it was (no store, no seal)."""
+    spec = {**spec, "secrets": {**spec.get("secrets", {}), "store": None}}
+    spec.pop("seal", None)
+    with contextlib.suppress(OSError, ValueError):
+        contract.atomic_write_json(run_dir / contract.SPEC, spec)
+
+
+def sweep_stale_stores(root: Path) -> list[str]:
+    """Delete secret stores under ``root/.secrets`` and of this root's runs whose wrapper will
+    never take them (the run ended or is dead): a stale store never blocks a run."""
+    removed: list[str] = []
+    store_dir = root / redact.STORE_DIR
+    if not store_dir.is_dir():
+        return removed
+    for path in store_dir.glob("*.json"):
+        run_dir = root / path.stem
+        if not contract.RUN_ID_RE.fullmatch(path.stem) or not run_dir.is_dir():
+            continue
+        if run_status(run_dir).get("status") in (*contract.RECORDED_STATUSES, "dead", "invalid"):
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path.stem)
+    return removed
 
 
 def submit_sweep(root: Path, payload: dict[str, Any]) -> dict[str, Any]:
     specs = payload.get("specs")
     sweep_id = payload.get("sweep_id")
-    if not isinstance(specs, list) or not specs or not isinstance(sweep_id, str):
-        raise VerbError("usage", "submit-sweep expects {'sweep_id', 'specs': [...], 'secrets'}")
+    if not isinstance(specs, list) or not specs or not isinstance(sweep_id, str) \
+            or not all(isinstance(s, dict) for s in specs):
+        raise VerbError("usage", "submit-sweep expects {'sweep_id', 'specs': [...], "
+                                 "'member_secrets': {run_id: {...}}}")
+    member_secrets = payload.get("member_secrets") or {}
+    if not isinstance(member_secrets, dict):
+        raise VerbError("usage", "member_secrets must map run ids to secrets")
+    secrets = {str(s.get("run_id")): _secrets(member_secrets.get(str(s.get("run_id"))))
+               for s in specs}
     try:
-        run_dirs = sweep.create(root, sweep_id, specs, payload.get("secrets") or {})
+        run_dirs = sweep.create(root, sweep_id, specs, secrets)
     except contract.RunDirExists as exc:
         raise VerbError("conflict", str(exc)) from exc
     except contract.ContractError as exc:
@@ -70,24 +118,30 @@ def submit_sweep(root: Path, payload: dict[str, Any]) -> dict[str, Any]:
         session = sweep.launch(root, sweep_id)
     except Exception as exc:
         for run_dir in run_dirs:
-            _record_launch_failure(run_dir, run_dir.name, f"tmux launch failed: {exc}")
+            spec = contract.read_json_or_none(run_dir / contract.SPEC) or {}
+            _record_launch_failure(run_dir, run_dir.name, f"tmux launch failed: {exc}",
+                                   redact.peek_seal(spec))
+            redact.discard_store(spec)
         raise VerbError("failed", f"could not launch sweep {sweep_id}: {exc}") from exc
     return {"sweep_id": sweep_id, "run_ids": [d.name for d in run_dirs],
             "run_dirs": [str(d) for d in run_dirs], "tmux_session": session,
             "tmux_socket": specs[0].get("tmux", {}).get("socket") or "ops"}
 
 
-def _record_launch_failure(run_dir: Path, run_id: str, message: str) -> None:
+def _record_launch_failure(run_dir: Path, run_id: str, message: str,
+                           key: str | None) -> None:
     now = time.time()
-    contract.atomic_write_json(run_dir / contract.SUMMARY, summary_doc(
+    write_summary(run_dir, summary_doc(
         run_id, status="failed", started=now, ended=now, written_by="runner",
-        failure=failure_record("launch", message)))
+        failure=failure_record("launch", message), seal=key))
 
 
 def cancel(run_dir: Path, wait_s: float = 60.0) -> dict[str, Any]:
-    """Ask the wrapper to stop the workload (it escalates SIGINT, SIGTERM, SIGKILL) and wait."""
+    """Ask the wrapper to stop the workload (it escalates SIGINT, SIGTERM, SIGKILL, then ends
+    every process the workload left) and wait until the wrapper has sealed the run and exited.
+    A run whose wrapper is gone is only touched when its processes provably belong to it."""
     before = run_status(run_dir)
-    if before["status"] in contract.RECORDED_STATUSES:
+    if final_summary(run_dir) is not None:
         return {**before, "cancelled": False, "message": f"run already {before['status']}"}
     meta = contract.read_json_or_none(run_dir / contract.METADATA)
     if meta is None and before["status"] == "queued" and sweep.claim(run_dir):
@@ -96,25 +150,40 @@ def cancel(run_dir: Path, wait_s: float = 60.0) -> dict[str, Any]:
     if meta is None:
         raise VerbError("failed", f"{run_dir.name} has not started yet ({before['status']}); "
                                   "try again in a few seconds")
-    process = meta.get("process", {})
-    alive, reason = wrapper_alive(process, contract.boot_id(), meta.get("host", {}).get("boot_id"))
+    process = _mapping(meta.get("process"))
+    recorded_boot = _mapping(meta.get("host")).get("boot_id")
+    alive, reason = wrapper_alive(process, contract.boot_id(), recorded_boot)
     if not alive:
-        _kill_group(process.get("pgid"))
         return {**run_status(run_dir), "cancelled": False,
-                "message": f"wrapper is not running ({reason}); its process group was killed"}
+                "message": f"wrapper is not running ({reason}); "
+                           + _end_orphans(run_dir, process, recorded_boot)}
     os.kill(int(process["pid"]), signal.SIGTERM)
     deadline = time.time() + wait_s
     while time.time() < deadline:
-        if contract.read_runner_summary(run_dir) is not None:
+        if final_summary(run_dir) is not None:
             break
         time.sleep(0.1)
     return {**run_status(run_dir), "cancelled": True}
 
 
-def _kill_group(pgid: Any) -> None:
-    if isinstance(pgid, int) and pgid > 1:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _end_orphans(run_dir: Path, process: dict[str, Any], recorded_boot: Any) -> str:
+    """What a dead wrapper left running: only on the boot it ran on, the recorded workload
+    leader if pid *and* start time match, and processes whose environment names this run."""
+    if not isinstance(recorded_boot, str) or recorded_boot != contract.boot_id():
+        return "the host rebooted since (or the boot is unknown): nothing was signalled"
+    leader = reaper.same_process(process.get("workload_pid"), process.get("workload_start_time"))
+    found = reaper.run_processes(str(run_dir.resolve()), leader)
+    if not found:
+        return "no process of the run is left; nothing was signalled"
+    killed = reaper.kill_all(found, lambda text: text)
+    EventLog(run_dir / contract.EVENTS, run_dir.name, source="runner").emit(
+        "leftover_processes", how="cancel_after_wrapper_death", action="SIGKILL",
+        processes=killed[:100], count=len(killed))
+    return f"ended {len(killed)} process(es) it left behind"
 
 
 def tail(run_dir: Path, offset: int | None, max_bytes: int, lines: int | None) -> dict[str, Any]:
@@ -122,9 +191,9 @@ def tail(run_dir: Path, offset: int | None, max_bytes: int, lines: int | None) -
     if not (run_dir / contract.SPEC).exists():
         raise VerbError("not_found", f"no run at {run_dir}")
     log = run_dir / contract.STDOUT_LOG
-    ended = contract.read_runner_summary(run_dir) is not None
+    ended = final_summary(run_dir) is not None
     try:
-        with open(log, "rb") as fh:
+        with contract.open_regular(log) as fh:
             size = os.fstat(fh.fileno()).st_size
             start = _start_of_last_lines(fh, size, lines) if offset is None else offset
             start = min(max(0, start), size)
@@ -132,6 +201,8 @@ def tail(run_dir: Path, offset: int | None, max_bytes: int, lines: int | None) -
             data = fh.read(max_bytes)
     except FileNotFoundError:
         size, start, data = 0, 0, b""
+    except contract.ContractError as exc:
+        raise VerbError("failed", f"{run_dir.name}: stdout.log cannot be read: {exc}") from exc
     status = run_status(run_dir) if ended or not data else None
     return {"run_id": run_dir.name, "offset": start, "next_offset": start + len(data),
             "size": size, "data_b64": base64.b64encode(data).decode(), "ended": ended,

@@ -1,14 +1,15 @@
 """`runner exec RUN_DIR`: the wrapper that runs a workload inside the contract.
 
-It reads spec.json, starts the workload in its own process group with stdin from /dev/null and
-a scrubbed environment, writes the start-of-run files, pumps the output into stdout.log, keeps
-the heartbeat, turns signals and watchdog breaches into an orderly stop, and always ends with
-exit.json and summary.json, written last.
+It takes the run's secret store (secrets and seal key) before anything else, makes itself the
+subreaper of everything the workload starts, starts the workload in its own process group with
+stdin from /dev/null and the environment of its own submit (allow-listed), writes the
+start-of-run files, pumps the output into stdout.log, keeps the heartbeat, turns signals and
+watchdog breaches into an orderly stop, ends every process the workload left behind, and always
+ends with exit.json and the sealed summary.json, written last (runner/finish.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
@@ -21,32 +22,25 @@ from typing import Any
 
 import psutil
 
-from runner import __version__, contract, redact, snapshots
+from runner import __version__, contract, reaper, redact, snapshots
 from runner import workload_command as wc
-from runner.finish import (
-    Ledger,
-    failure_record,
-    file_digests,
-    metrics_from_log,
-    numbers_from_summary_file,
-    summary_doc,
-    tail_lines,
-)
+from runner.envpolicy import scrubbed_env
+from runner.finish import Ledger, RunEnd, Stop, failure_record, summary_doc, write_summary
 from runner.heartbeat import Breach, Heartbeat, Limits
 from runner.logpump import LogPump, StdoutMetrics
 from runner.track import EventLog
 
 PUMP_DRAIN_SEC = 2.0
-DERIVED_FILE = "derived.json"  # in {out_dir}: values a workload derives at run time
-# failure classes a workload may report with track.event("failure", failure_class=...)
-WORKLOAD_FAILURE_CLASSES = ("guard", "non_finite_loss", "data", "config")
+DEFAULT_GRACE_SEC = 10.0
 
 
 class Wrapper:
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir.resolve()
         self.spec = contract.read_json(self.run_dir / contract.SPEC)
-        self.run_id = contract.validate_run_id(self.spec["run_id"])
+        # the store goes first: whatever happens next, no plaintext secret stays on disk
+        self.store = redact.take_store(_store_path(self.spec))
+        self.run_id = contract.validate_run_id(str(self.spec.get("run_id", "")))
         if self.run_id != self.run_dir.name:
             raise contract.ContractError(f"spec run_id {self.run_id!r} is not the dir name")
         self.ledger = Ledger()
@@ -54,22 +48,28 @@ class Wrapper:
         self.events = EventLog(self.run_dir / contract.EVENTS, self.run_id, source="wrapper")
         self.values = wc.placeholder_values(self.spec, self.run_dir, sys.executable)
         self.out_dir = Path(self.values["out_dir"])
-        self.grace = float(self.spec.get("limits", {}).get("grace_sec", 10.0))
-        self.stop_reason: Breach | None = None
-        self.cancelled: str | None = None
+        self.grace = _grace(self.spec)
+        self.stop = Stop()
+        self.subreaper = reaper.become_subreaper()
+        self.redactor = redact.Redactor(())
         self._stopping = threading.Lock()
         self.proc: subprocess.Popen[bytes] | None = None
+        self.proc_started: float | None = None
         self.started_at = time.time()
+
+    def end(self) -> RunEnd:
+        return RunEnd(self.run_dir, self.run_id, self.spec, self.values, self.ledger,
+                      self.events, self.started_at, self.store.seal)
 
     # -- start -----------------------------------------------------------------------------
     def run(self) -> int:
         workload = self.spec["workload"]
-        secrets = redact.take_store(_path_or_none(self.spec.get("secrets", {}).get("store")))
+        secrets = self.store.env
         files = [wc.render(f, self.values) for f in self.spec.get("secrets", {}).get("files", [])]
-        redactor = redact.Redactor([*secrets.values(), *redact.values_from_files(files)])
+        self.redactor = redact.Redactor([*secrets.values(), *redact.values_from_files(files)])
         argv = wc.build_argv(workload, self.values)
         cwd = wc.resolve_cwd(workload, self.values)
-        env = wc.build_env(workload, self.values, secrets)
+        env = wc.build_env(workload, self.values, secrets, base=_submit_env(self.spec))
         if self.spec.get("parent_run_dir"):
             env["OPS_RESUME_FROM"] = str(self.spec["parent_run_dir"])
         env.update(wc.wandb_env(self.spec.get("wandb") or {}, self.run_dir))
@@ -77,34 +77,39 @@ class Wrapper:
             sub.mkdir(parents=True, exist_ok=True)
         script = wc.command_script(argv, cwd, {k: v for k, v in env.items() if k not in secrets},
                                    sorted(secrets))
-        self.ledger.write_bytes(self.run_dir, contract.COMMAND, redactor.redact(script.encode()),
-                                0o755)
+        self.ledger.write_bytes(self.run_dir, contract.COMMAND,
+                                self.redactor.redact(script.encode()), 0o755)
         launch_error = self._start(argv, cwd, env)
         self._write_metadata()
         self._install_signal_handlers()
         snap = threading.Thread(target=self._write_snapshots, args=(argv, env), daemon=True)
         snap.start()
-        self.events.emit("run_start", argv_len=len(argv), workload_pid=self.proc and self.proc.pid)
-        if launch_error is not None:
-            snap.join()
-            return self._finish(None, launch_error=launch_error)
-        returncode = self._supervise(redactor)
+        self.events.emit("run_start", argv_len=len(argv), workload_pid=self.proc and self.proc.pid,
+                         subreaper=self.subreaper)
+        returncode = None if launch_error is not None else self._supervise()
         snap.join()
-        return self._finish(returncode)
+        self._end_leftovers()
+        return self.end().finish(returncode, self.stop, launch_error)
 
     def _start(self, argv: list[str], cwd: Path, env: dict[str, str]) -> str | None:
         try:
             self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+                                         start_new_session=True,
+                                         preexec_fn=reaper.die_with_parent)  # noqa: PLW1509 - no threads yet; prctl is async-signal-safe
         except OSError as exc:
             (self.run_dir / contract.STDOUT_LOG).touch()
             return f"could not start {argv[0]!r} in {cwd}: {exc.strerror or exc}"
+        try:
+            self.proc_started = psutil.Process(self.proc.pid).create_time()
+        except psutil.Error:
+            self.proc_started = None
         return None
 
     def _write_metadata(self) -> None:
         spec = self.spec
         me = psutil.Process()
+        pid = self.proc.pid if self.proc else None
         doc = {
             "schema": contract.schema_tag("run_metadata"), "run_id": self.run_id,
             "project": spec.get("project"), "preset": spec.get("preset"),
@@ -115,9 +120,9 @@ class Wrapper:
                     for k in ("commit", "ref", "branch", "dirty", "base_commit")},
             "host": {"hostname": socket.gethostname(), "pod_id": spec.get("pod_id"),
                      "boot_id": contract.boot_id()},
-            "process": {"pid": me.pid, "pid_start_time": me.create_time(),
-                        "pgid": self.proc.pid if self.proc else None,
-                        "workload_pid": self.proc.pid if self.proc else None,
+            "process": {"pid": me.pid, "pid_start_time": me.create_time(), "pgid": pid,
+                        "workload_pid": pid, "workload_start_time": self.proc_started,
+                        "subreaper": self.subreaper,
                         "tmux_session": spec.get("tmux", {}).get("session"),
                         "tmux_socket": spec.get("tmux", {}).get("socket")},
             "runner": {"version": __version__, "python": sys.executable},
@@ -146,13 +151,13 @@ class Wrapper:
                                                               Path(self.values["data_dir"])))
 
     # -- during ------------------------------------------------------------------------------
-    def _supervise(self, redactor: redact.Redactor) -> int:
+    def _supervise(self) -> int:
         if self.proc is None or self.proc.stdout is None:
             raise RuntimeError("supervise called before the workload started")
         spec = self.spec
         patterns = [m["pattern"] for m in spec.get("metrics", {}).get("from_stdout", [])]
-        pump = LogPump(self.proc.stdout.fileno(), self.run_dir / contract.STDOUT_LOG, redactor,
-                       StdoutMetrics(patterns, self.run_dir / contract.METRICS))
+        pump = LogPump(self.proc.stdout.fileno(), self.run_dir / contract.STDOUT_LOG,
+                       self.redactor, StdoutMetrics(patterns, self.run_dir / contract.METRICS))
         pump_thread = threading.Thread(target=pump.run, name="ops-logpump", daemon=True)
         pump_thread.start()
         beat = Heartbeat(self.run_dir, self.run_id,
@@ -161,10 +166,11 @@ class Wrapper:
                          limits=Limits.from_spec(spec.get("limits", {})), on_limit=self._on_breach)
         beat.start()
         returncode = self.proc.wait()
+        # the workload's leader is gone: its process group goes with it, unconditionally
+        self._record_killed("process_group", self._kill_group(self.proc.pid))
         pump_thread.join(PUMP_DRAIN_SEC)
-        if pump_thread.is_alive():  # a leftover child holds the pipe open: end the group
-            self.events.emit("leftover_processes", action="SIGKILL to the process group")
-            _killpg(self.proc.pid, signal.SIGKILL)
+        if pump_thread.is_alive():  # an escaped child still holds the pipe open
+            self._end_leftovers()
             pump_thread.join(PUMP_DRAIN_SEC)
         beat.stop()
         beat.join()
@@ -174,19 +180,39 @@ class Wrapper:
                              errors=pump.write_errors)
         return returncode
 
+    def _kill_group(self, pgid: int) -> list[dict[str, Any]]:
+        members = [p for p in reaper.descendants() if _pgid(p.pid) == pgid]
+        killed = [reaper.describe(p, self.redactor.redact_text) for p in members]
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            return []
+        return killed
+
+    def _end_leftovers(self) -> None:
+        """Every process the workload started and left behind (escaped its group, daemonized,
+        ignored its stdout) is a descendant of this subreaper: end them all before the end of
+        the run is written, so none of them can rewrite it."""
+        self._record_killed("escaped", reaper.end_descendants(self.redactor.redact_text))
+
+    def _record_killed(self, how: str, killed: list[dict[str, Any]]) -> None:
+        if killed:
+            self.events.emit("leftover_processes", how=how, action="SIGKILL",
+                             processes=killed[:100], count=len(killed))
+
     def _install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
-        name = signal.Signals(signum).name
-        if self.cancelled is None:
-            self.cancelled = name
+        name = reaper.signal_name(signum)
+        if self.stop.signal is None:
+            self.stop.signal = name
         self.events.emit("signal", signal=name, action="stopping the workload")
         self._stop_workload()
 
     def _on_breach(self, breach: Breach) -> None:
-        self.stop_reason = breach
+        self.stop.breach = breach
         self.events.emit("watchdog", failure_class=breach.failure_class, message=breach.message)
         self._stop_workload()
 
@@ -209,106 +235,42 @@ class Wrapper:
             while time.time() < deadline and self.proc.poll() is None:
                 time.sleep(0.05)
 
-    # -- end ---------------------------------------------------------------------------------
-    def _finish(self, returncode: int | None, launch_error: str | None = None) -> int:
-        ended = time.time()
-        exit_code = returncode if returncode is not None and returncode >= 0 else None
-        sig = signal.Signals(-returncode).name if returncode is not None and returncode < 0 \
-            else None
-        self.ledger.write_json(self.run_dir, contract.EXIT, {
-            "schema": contract.schema_tag("exit"), "run_id": self.run_id,
-            "exit_code": exit_code, "signal": sig, "ended_at": contract.iso(ended)})
-        status, failure = self._outcome(exit_code, sig, launch_error)
-        violations = self.ledger.restore_replaced(self.run_dir, self.out_dir)
-        for item in violations:
-            self.events.emit("contract_violation", file=item["file"], kept_as=item["kept_as"])
-        self._merge_workload_derived()
-        final, best = metrics_from_log(self.run_dir, self.spec.get("metrics", {}).get("best", {}))
-        final.update(self._summary_from_numbers())
-        self.events.emit("run_end", status=status, exit_code=exit_code, signal=sig)
-        doc = summary_doc(
-            self.run_id, status=status, started=self.started_at, ended=ended,
-            written_by="wrapper", failure=failure, exit_code=exit_code, signal=sig,
-            metrics_final=final, metrics_best=best,
-            files=file_digests(self.run_dir, sorted(self.ledger.written)),
-            contract_violations=violations, wandb=self._wandb_final())
-        contract.atomic_write_json(self.run_dir / contract.SUMMARY, doc)
-        return exit_code if exit_code is not None else 128 + (-(returncode or 0) or 1)
 
-    def _outcome(self, exit_code: int | None, sig: str | None,
-                 launch_error: str | None) -> tuple[str, dict[str, Any] | None]:
-        if launch_error is not None:
-            return "failed", failure_record("launch", launch_error)
-        tail = tail_lines(self.run_dir / contract.STDOUT_LOG)
-        if self.stop_reason is not None:
-            reason = self.stop_reason
-            return reason.status, failure_record(reason.failure_class, reason.message, tail)
-        if self.cancelled is not None:
-            return "killed", failure_record("cancelled", f"stopped on {self.cancelled}", tail)
-        if exit_code == 0:
-            return "completed", None
-        return self._exit_outcome(exit_code, sig, tail)
+def _grace(spec: dict[str, Any]) -> float:
+    limits = spec.get("limits")
+    value = limits.get("grace_sec") if isinstance(limits, dict) else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 86400:
+        return float(value)
+    return DEFAULT_GRACE_SEC
 
-    def _exit_outcome(self, exit_code: int | None, sig: str | None,
-                      tail: str) -> tuple[str, dict[str, Any]]:
-        """The workload ended on its own, not cleanly: by a signal or a non-zero code."""
-        if sig is not None:
-            status = "killed" if sig in ("SIGINT", "SIGTERM", "SIGHUP") else "failed"
-            hint = " (the kernel's OOM killer sends this)" if sig == "SIGKILL" else ""
-            return status, failure_record("signal", f"killed by {sig}{hint}", tail)
-        reported = self._reported_failure()
-        if reported is not None:
-            return "failed", {**reported, "traceback_tail": tail}
-        return "failed", failure_record("exit_code", f"exited with code {exit_code}", tail)
 
-    def _reported_failure(self) -> dict[str, str] | None:
-        """The last `failure` event the workload logged through runner.track, if any: its
-        class (guard, non_finite_loss...) says more than an exit code."""
-        found = None
-        for record in contract.read_jsonl(self.run_dir / contract.EVENTS).records:
-            if record.get("type") == "failure" and record.get("source") == "track" \
-                    and record.get("failure_class") in WORKLOAD_FAILURE_CLASSES:
-                found = {"class": str(record["failure_class"]),
-                         "message": str(record.get("message", ""))[:2000]}
-        return found
+def _submit_env(spec: dict[str, Any]) -> dict[str, str]:
+    """The allow-listed environment of the `runner submit` that created this run (recorded in
+    spec.inherited_env), never that of whichever command started the tmux server."""
+    recorded = spec.get("inherited_env")
+    if isinstance(recorded, dict):
+        return scrubbed_env({str(k): v for k, v in recorded.items() if isinstance(v, str)})
+    return scrubbed_env(os.environ)
 
-    def _merge_workload_derived(self) -> None:
-        """Values the workload derived itself ({out_dir}/derived.json: batch size, patch size,
-        compute profile...) join config_effective.json under derived.workload."""
-        extra = contract.read_json_or_none(self.out_dir / DERIVED_FILE)
-        current = contract.read_json_or_none(self.run_dir / contract.CONFIG_EFFECTIVE)
-        if extra is None or current is None:
-            return
-        current.setdefault("derived", {})["workload"] = extra
-        self.ledger.write_json(self.run_dir, contract.CONFIG_EFFECTIVE, current)
 
-    def _wandb_final(self) -> dict[str, Any]:
-        """The spec's W&B settings, completed by what the workload reported (run id, url)."""
-        final = dict(self.spec.get("wandb") or {})
-        fields = {"mode": "mode", "run_id": "wandb_run_id", "url": "url", "project": "project"}
-        for record in contract.read_jsonl(self.run_dir / contract.EVENTS).records:
-            if record.get("type") == "wandb":
-                final.update({key: record[name] for key, name in fields.items()
-                              if record.get(name) is not None})
-        return final
+def _store_path(spec: dict[str, Any]) -> Path | None:
+    value = spec.get("secrets", {}).get("store") if isinstance(spec.get("secrets"), dict) \
+        else None
+    return Path(os.path.expanduser(value)) if isinstance(value, str) and value else None
 
-    def _summary_from_numbers(self) -> dict[str, float]:
-        source = self.spec.get("metrics", {}).get("summary_from")
-        if not source:
-            return {}
-        path = Path(wc.render(source, self.values))
-        if not path.is_absolute():
-            path = wc.resolve_cwd(self.spec["workload"], self.values) / path
-        return numbers_from_summary_file(path)
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
 
 
 def _killpg(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
+    try:
         os.killpg(pgid, sig)
-
-
-def _path_or_none(value: str | None) -> Path | None:
-    return Path(os.path.expanduser(value)) if value else None
+    except (ProcessLookupError, PermissionError):
+        return
 
 
 def exec_run(run_dir: Path) -> int:
@@ -317,7 +279,8 @@ def exec_run(run_dir: Path) -> int:
     try:
         return wrapper.run()
     except Exception as exc:
-        if contract.read_runner_summary(wrapper.run_dir) is None:
+        if not (wrapper.run_dir / contract.SUMMARY).exists() \
+                or contract.read_runner_summary(wrapper.run_dir) is None:
             _emergency_summary(wrapper, exc)
         raise
 
@@ -327,7 +290,17 @@ def _emergency_summary(wrapper: Wrapper, exc: Exception) -> None:
 
     if wrapper.proc is not None and wrapper.proc.poll() is None:
         _killpg(wrapper.proc.pid, signal.SIGKILL)
-    contract.atomic_write_json(wrapper.run_dir / contract.SUMMARY, summary_doc(
-        wrapper.run_id, status="failed", started=wrapper.started_at, ended=time.time(),
+    reaper.end_descendants(wrapper.redactor.redact_text)
+    now = time.time()
+    returncode = wrapper.proc.returncode if wrapper.proc is not None else None
+    if returncode is not None and not (wrapper.run_dir / contract.EXIT).exists():
+        contract.atomic_write_json(wrapper.run_dir / contract.EXIT, {
+            "schema": contract.schema_tag("exit"), "run_id": wrapper.run_id,
+            "exit_code": returncode if returncode >= 0 else None,
+            "signal": reaper.signal_name(-returncode) if returncode < 0 else None,
+            "ended_at": contract.iso(now)})
+    write_summary(wrapper.run_dir, summary_doc(
+        wrapper.run_id, status="failed", started=wrapper.started_at, ended=now,
         written_by="wrapper", failure=failure_record("runner", f"the wrapper failed: {exc!r}",
-                                                     traceback.format_exc()[-4000:])))
+                                                     traceback.format_exc()[-4000:]),
+        seal=wrapper.store.seal))

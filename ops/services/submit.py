@@ -114,17 +114,18 @@ def submit_sweep(loaded: LoadedConfig, target: Target, name: str, sets: Sequence
         raise UsageError(f"preset {name!r} is not a sweep")
     env = os.environ if environ is None else environ
     sweep_id = _run_id(None, name)
-    members, secrets = [], {}
+    members = []
     for member in sweep.members:
         resolved = resolve_preset(loaded.config, member, sets, debug=debug)
-        member_secrets = secret_values(loaded, resolved, env)
-        secrets.update(member_secrets)
-        members.append((resolved, member_secrets))
+        members.append((resolved, secret_values(loaded, resolved, env)))
     code_block = code.resolve(loaded, target)  # once for all members, after all checks
     specs = [_spec(loaded, target, resolved, _run_id(None, resolved.name),
                    secrets=member_secrets, code=code_block)
              for resolved, member_secrets in members]
-    payload = json.dumps({"sweep_id": sweep_id, "specs": specs, "secrets": secrets})
+    # each member gets only its own preset's secrets (and the project's), never another's
+    by_member = {spec["run_id"]: dict(member_secrets)
+                 for spec, (_, member_secrets) in zip(specs, members, strict=True)}
+    payload = json.dumps({"sweep_id": sweep_id, "specs": specs, "member_secrets": by_member})
     answer = call_runner(target.host, ["submit-sweep", target.paths.outputs_root],
                          input_text=payload)
     return Submitted(answer["run_ids"], answer["run_dirs"], target.host.name,
