@@ -37,6 +37,29 @@ _WORD = re.compile(rb"[A-Za-z0-9_]+")
 LINE_LIMIT = 1 << 16
 
 
+def compile_metric_pattern(text: str) -> re.Pattern[bytes]:
+    """A `metrics_from_stdout` pattern compiled the one way the runner uses it: as a bytes
+    regex over the UTF-8 text. The config model validates patterns with this same function,
+    so a pattern that is fine as text but not as bytes (``(?u)``, ``\\N{...}``, a lone
+    surrogate) is refused before a run starts. ValueError says what is wrong."""
+    shown = repr(text) if len(text) <= 80 else f"{text[:77]!r}..."
+    try:
+        raw = text.encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"{shown} is not valid UTF-8 text (a lone surrogate?)") from None
+    try:
+        compiled = re.compile(raw)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {shown} (compiled as bytes, the way "
+                         f"the runner reads stdout): {exc}") from None
+    except (RecursionError, OverflowError, ValueError) as exc:  # absurd nesting or repeats
+        raise ValueError(f"regular expression {shown} is too complex: {exc}") from None
+    if not set(compiled.groupindex) - {"step"}:
+        raise ValueError("pattern needs at least one named group other than 'step', "
+                         "e.g. 'loss (?P<loss>[0-9.eE+-]+)'")
+    return compiled
+
+
 class StdoutMetrics:
     """Regex patterns with named groups turn printed lines into metrics.jsonl records.
 
@@ -46,7 +69,7 @@ class StdoutMetrics:
     """
 
     def __init__(self, patterns: Sequence[str], metrics_path: Path):
-        self._patterns = [re.compile(p.encode()) for p in patterns]
+        self._patterns = [compile_metric_pattern(p) for p in patterns]
         # a literal every match must contain: only lines holding it are searched
         self._needles = [required_literal(p) for p in self._patterns]
         self._path = metrics_path

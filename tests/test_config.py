@@ -167,7 +167,7 @@ def test_malformed_json(text: str, message: str, tmp_path: Path) -> None:
         ),
         (
             {"presets": {"p": smoke_preset(override_format="--{key}")}},
-            "presets.p.override_format: must contain {key} and {value}",
+            "presets.p.override_format: '--{key}' is not an override template",
         ),
         ({"presets": {"p": smoke_preset(cwd="/abs")}}, "presets.p.cwd: must be relative"),
         ({"presets": {"p": smoke_preset(cwd="a/../..")}}, "presets.p.cwd: must stay inside"),
@@ -261,7 +261,8 @@ def test_invalid_overlay_is_named_in_the_error(project: Path, tmp_path: Path) ->
         load_config()
     assert "project.local.json" in info.value.message
     assert info.value.details == [
-        "tmux.watch_interval_sec: Input should be greater than 0 (set in project.local.json)"
+        "tmux.watch_interval_sec: Input should be greater than or equal to 0.01 "
+        "(set in project.local.json)"
     ]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,8 @@ from ops.errors import ConfigError, NotFoundError
 PROJECT_RELPATH = Path("configs/ops/project.json")
 LOCAL_NAME = "project.local.json"
 ENV_VAR = "OPS_PROJECT_CONFIG"
+MAX_CONFIG_BYTES = 4 << 20  # a project.json is kilobytes; more is a mistake, not a config
+MAX_DEPTH = 64  # a real config nests about 6 deep
 _MISSING = object()
 
 
@@ -61,23 +64,28 @@ class ResolvedPreset:
 def display_path(path: Path) -> str:
     """``path`` relative to the current directory when inside it, else absolute."""
     try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except (ValueError, OSError):  # outside the current directory, or it is gone
-        return str(path)
+        cwd = Path.cwd()
+        # the link itself, not its target: "project.local.json is a dangling symlink"
+        for candidate, base in ((path.absolute(), cwd), (path.parent.resolve() / path.name,
+                                                           cwd.resolve())):
+            if candidate.is_relative_to(base):
+                return str(candidate.relative_to(base))
+    except OSError:  # the current directory is gone
+        pass
+    return str(path)
 
 
 def find_project_config(explicit: Path | None = None, cwd: Path | None = None) -> Path:
     """--project-config, else $OPS_PROJECT_CONFIG, else configs/ops/project.json upwards."""
     chosen = explicit if explicit is not None else _env_path()
     if chosen is not None:
-        if not chosen.is_file():
-            problem = "is not a file" if chosen.exists() else "does not exist"
-            raise NotFoundError(f"project config {chosen} {problem}")
-        return chosen.resolve()
+        if not os.path.lexists(chosen):
+            raise NotFoundError(f"project config {chosen} does not exist")
+        return chosen.resolve() if chosen.exists() else chosen.absolute()
     start = (cwd or Path.cwd()).resolve()
     for directory in (start, *start.parents):
         candidate = directory / PROJECT_RELPATH
-        if candidate.is_file():
+        if os.path.lexists(candidate):  # whatever it is: reading it says if it is no file
             return candidate
     raise NotFoundError(
         f"no {PROJECT_RELPATH} in {start} or any parent directory",
@@ -102,7 +110,7 @@ def load_config(explicit: Path | None = None, cwd: Path | None = None) -> Loaded
     path = find_project_config(explicit, cwd)
     project_data = read_json_object(path)
     local_path = path.with_name(LOCAL_NAME)
-    local_data = read_json_object(local_path) if local_path.is_file() else None
+    local_data = read_json_object(local_path) if os.path.lexists(local_path) else None
     merged = deep_merge(project_data, local_data or {})
     try:
         config = ProjectConfig.model_validate(merged)
@@ -120,12 +128,11 @@ def load_config(explicit: Path | None = None, cwd: Path | None = None) -> Loaded
 
 
 def read_json_object(path: Path) -> dict[str, Any]:
-    """Parse a JSON file that must hold an object; no NaN/Infinity, no duplicate keys."""
+    """Parse a JSON file that must hold an object; no NaN/Infinity, no duplicate keys, no
+    absurd nesting. Only a regular file (or a link to one) is read, never waited on."""
     shown = display_path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{shown}: cannot read: {exc.strerror or exc}") from None
+        text = read_config_bytes(path).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{shown}: not UTF-8 text ({exc.reason})") from None
     try:
@@ -136,9 +143,62 @@ def read_json_object(path: Path) -> dict[str, Any]:
         ) from None
     except ValueError as exc:
         raise ConfigError(f"{shown}: invalid JSON: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{shown}: JSON nested too deeply (at most {MAX_DEPTH} levels)") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"{shown}: expected a JSON object at the top level")
+    if nesting_depth(doc) > MAX_DEPTH:
+        raise ConfigError(f"{shown}: JSON nested too deeply (at most {MAX_DEPTH} levels)")
     return doc
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"))
+
+
+def read_config_bytes(path: Path) -> bytes:
+    """The bytes of a config file that must be a regular file (a symlink to one is fine).
+    Opened without blocking, so a FIFO in its place is refused instead of waited on."""
+    shown = display_path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        problem = "is a dangling symlink" if path.is_symlink() else "does not exist"
+        raise ConfigError(f"{shown} {problem}", hint="remove it or point it at a file") from None
+    except OSError as exc:
+        raise ConfigError(f"{shown}: cannot read: {exc.strerror or exc}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+            raise ConfigError(f"{shown} is {kind}, not a file",
+                              hint="remove it or replace it with a JSON file")
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{shown}: cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{shown} is larger than {MAX_CONFIG_BYTES >> 20} MiB")
+    return data
+
+
+def nesting_depth(doc: Any) -> int:
+    """How deep objects and arrays nest in a parsed JSON document (iterative: no recursion)."""
+    deepest, todo = 0, [(doc, 1)]
+    while todo:
+        node, depth = todo.pop()
+        if isinstance(node, dict):
+            children: list[Any] = list(node.values())
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, depth)
+        todo.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

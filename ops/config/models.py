@@ -6,12 +6,12 @@ The JSON Schema in schemas/project.schema.json is generated from these models
 
 from __future__ import annotations
 
-import re
-import string
+import math
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from runner.contract import DEFAULT_REQUIRED
+from runner.logpump import compile_metric_pattern
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -33,6 +34,36 @@ Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN)]
 OverrideKey = Annotated[str, StringConstraints(pattern=OVERRIDE_KEY_PATTERN)]
 OverrideValue = str | int | float | bool
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character (it cannot reach an argv or a path)")
+    return value
+
+
+def _usable_override(value: OverrideValue) -> OverrideValue:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must be a finite number (JSON's 1e400 reads as infinity)")
+    return _no_nul(value) if isinstance(value, str) else value
+
+
+# text that reaches an argv, an environment or a path on the host
+ArgText = Annotated[str, AfterValidator(_no_nul)]
+# what project.json may hold as an override: finite numbers, no NUL in text
+ConfigOverrideValue = Annotated[OverrideValue, AfterValidator(_usable_override)]
+
+# Every number in project.json has a sane range, so a value that validates can also be
+# converted and multiplied where it is used (1e308 MiB would overflow into bytes).
+MAX_MEMORY_MB = float(1 << 30)  # 1 PiB
+MAX_DURATION_SEC = 366 * 86400.0  # a year
+MAX_WAIT_SEC = 3600.0  # grace periods, connect retries
+
+
+def _bounded(default: float | None, *, gt: float | None = None, ge: float | None = None,
+             le: float) -> Any:
+    """A float field with a range and no inf/nan (JSON's 1e400 parses as inf)."""
+    return Field(default, gt=gt, ge=ge, le=le, allow_inf_nan=False)
 
 # The override forms ops documents, and what each is for (docs/reference/config.md).
 OVERRIDE_FORMS: dict[str, str] = {
@@ -87,12 +118,12 @@ class StorageSection(_Closed):
 class TmuxSection(_Closed):
     socket: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]+$")] = "ops"
     """tmux socket name (tmux -L) of the dedicated ops server."""
-    watch_interval_sec: float = Field(5.0, gt=0, le=3600)
-    """Seconds between heartbeats."""
+    watch_interval_sec: float = _bounded(5.0, ge=0.01, le=MAX_WAIT_SEC)
+    """Seconds between heartbeats (0.01 to 3600)."""
     heartbeat_file: Literal["heartbeat.json"] = "heartbeat.json"
     """Heartbeat file name in the run directory (fixed by the contract)."""
-    stall_after_intervals: int = Field(3, ge=2)
-    """A run whose heartbeat is this many intervals old is stalled."""
+    stall_after_intervals: int = Field(3, ge=2, le=1000)
+    """A run whose heartbeat is this many intervals old is stalled (2 to 1000)."""
 
 
 class ArtifactContract(_Closed):
@@ -117,21 +148,23 @@ class HostConfig(_Closed):
     python: str = "python3"
     """Interpreter that runs the runner there; ops makes <ops_home>/venv from it (seeing the
     system packages, so the pod's torch is reused) when psutil or libtmux are missing."""
-    connect_retry_sec: float = Field(60.0, ge=0)
-    """How long to keep retrying a connection that is refused or times out (a booting pod)."""
+    connect_retry_sec: float = _bounded(60.0, ge=0, le=MAX_WAIT_SEC)
+    """How long to keep retrying a connection that is refused or times out (a booting pod);
+    at most 3600 s."""
 
 
 class Limits(_Closed):
-    rss_limit_mb: float | None = Field(None, gt=0)
-    """Abort the run when its resident memory exceeds this many MiB."""
-    gpu_mem_limit_mb: float | None = Field(None, gt=0)
-    """Abort the run when its GPU memory exceeds this many MiB."""
-    grace_sec: float = Field(10.0, ge=0)
-    """Seconds to wait after SIGINT, and again after SIGTERM, before the next signal."""
-    timeout_sec: float | None = Field(None, gt=0)
-    """Stop the run (status timeout) after this many seconds."""
-    no_progress_sec: float | None = Field(None, gt=0)
-    """Abort the run when its step has not advanced for this many seconds."""
+    rss_limit_mb: float | None = _bounded(None, gt=0, le=MAX_MEMORY_MB)
+    """Abort the run when its resident memory exceeds this many MiB (at most 2^30, 1 PiB)."""
+    gpu_mem_limit_mb: float | None = _bounded(None, gt=0, le=MAX_MEMORY_MB)
+    """Abort the run when its GPU memory exceeds this many MiB (at most 2^30, 1 PiB)."""
+    grace_sec: float = _bounded(10.0, ge=0, le=MAX_WAIT_SEC)
+    """Seconds to wait after SIGINT, and again after SIGTERM, before the next signal (at most
+    3600)."""
+    timeout_sec: float | None = _bounded(None, gt=0, le=MAX_DURATION_SEC)
+    """Stop the run (status timeout) after this many seconds (at most a year)."""
+    no_progress_sec: float | None = _bounded(None, gt=0, le=MAX_DURATION_SEC)
+    """Abort the run when its step has not advanced for this many seconds (at most a year)."""
 
 
 class StdoutMetric(_Closed):
@@ -140,24 +173,17 @@ class StdoutMetric(_Closed):
 
     @field_validator("pattern")
     @classmethod
-    def _named_group(cls, value: str) -> str:
-        try:
-            compiled = re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
-        if not set(compiled.groupindex) - {"step"}:
-            raise ValueError(
-                "pattern needs at least one named group other than 'step', "
-                "e.g. 'loss (?P<loss>[0-9.eE+-]+)'"
-            )
+    def _compiles_as_the_runner_compiles(cls, value: str) -> str:
+        compile_metric_pattern(value)  # the runner's own compile: ValueError says why not
         return value
 
 
 class DatasetRef(_Closed):
     name: str
     """Dataset name recorded in dataset_manifest.json."""
-    dir: str
-    """Dataset directory on the host; {data_dir} in argv."""
+    dir: ArgText = Field(min_length=1)
+    """Dataset directory on the host; {data_dir} in argv. An override named data_dir (e.g.
+    `--set data_dir=...`) replaces it: the run records the directory the workload got."""
 
 
 class CommandPreset(_Closed):
@@ -165,21 +191,22 @@ class CommandPreset(_Closed):
     """Preset kind."""
     description: str = ""
     """One line shown in listings."""
-    command: list[str] = Field(min_length=1)
+    command: list[ArgText] = Field(min_length=1)
     """argv of the workload; placeholders such as {run_dir} and {out_dir} are filled in."""
-    config: str | None = None
+    config: ArgText | None = None
     """Config file passed as a positional argument after command."""
-    overrides: dict[OverrideKey, OverrideValue] = Field(default_factory=dict, **_KEYS_ONLY)
+    overrides: dict[OverrideKey, ConfigOverrideValue] = Field(default_factory=dict,
+                                                              **_KEYS_ONLY)
     """Values rendered with override_format after config; `--set key=value` changes them."""
     override_format: str = "--{key}={value}"
     """Template for one override: --{key}={value}, {key}={value} or --{key} {value}."""
-    cwd: str = "."
+    cwd: ArgText = "."
     """Working directory, relative to the code checkout."""
-    env: dict[EnvName, str] = Field(default_factory=dict, **_KEYS_ONLY)
+    env: dict[EnvName, ArgText] = Field(default_factory=dict, **_KEYS_ONLY)
     """Extra environment variables (not secrets: they are recorded)."""
     dataset: DatasetRef | None = None
     """Dataset described in dataset_manifest.json."""
-    out_dir: str = "{run_dir}/out"
+    out_dir: ArgText = "{run_dir}/out"
     """Directory for the workload's own files; {out_dir} in argv."""
     metrics_from_stdout: list[StdoutMetric] = Field(default_factory=list)
     """Regexes that turn stdout lines into metrics.jsonl records."""
@@ -195,7 +222,8 @@ class CommandPreset(_Closed):
     """Watchdog limits."""
     python: bool | None = None
     """Whether the workload is Python; null means command[0] starts with python."""
-    debug_overrides: dict[OverrideKey, OverrideValue] = Field(default_factory=dict, **_KEYS_ONLY)
+    debug_overrides: dict[OverrideKey, ConfigOverrideValue] = Field(default_factory=dict,
+                                                                    **_KEYS_ONLY)
     """Overrides that `ops run submit --debug` applies on top (a short run)."""
     resume_override: OverrideKey | None = None
     """Override that `--resume RUN_ID` sets to the parent run's directory, if the workload can
@@ -204,14 +232,15 @@ class CommandPreset(_Closed):
     @field_validator("override_format")
     @classmethod
     def _format_fields(cls, value: str) -> str:
-        try:
-            fields = {name for _, name, _, _ in string.Formatter().parse(value) if name}
-        except ValueError as exc:
-            raise ValueError(f"invalid template {value!r}: {exc}") from None
-        if fields != {"key", "value"}:
+        # the runner substitutes the literal text {key} and {value} (runner.workload_command);
+        # anything else in braces ({value!s}, {key:>4}, {{) would reach the argv as it is
+        rest = value.replace("{key}", "", 1).replace("{value}", "", 1)
+        if (value.count("{key}") != 1 or value.count("{value}") != 1 or "{" in rest
+                or "}" in rest or "\x00" in value):
             raise ValueError(
-                f"must contain {{key}} and {{value}} and no other fields, got {value!r}; "
-                'forms: "--{key}={value}", "{key}={value}", "--{key} {value}"'
+                f"{value!r} is not an override template: it needs {{key}} and {{value}} once "
+                "each and no other braces (no conversions such as !s, no format specs); "
+                'documented forms: "--{key}={value}", "{key}={value}", "--{key} {value}"'
             )
         return value
 
@@ -250,7 +279,7 @@ class MonaiSegPreset(CommandPreset):
     """The trainer entry point; rarely changed."""
     dataset: DatasetRef
     """The NIfTI dataset (imagesTr/, labelsTr/) the trainer reads; {data_dir} in argv."""
-    debug_overrides: dict[OverrideKey, OverrideValue] = Field(
+    debug_overrides: dict[OverrideKey, ConfigOverrideValue] = Field(
         default_factory=lambda: {"debug": True}, **_KEYS_ONLY)
     """Overrides for `--debug`: by default the trainer's own debug mode (1 epoch, 2 folds)."""
     resume_override: OverrideKey | None = "resume_from"
