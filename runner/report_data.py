@@ -238,8 +238,13 @@ def flat_config(run_dir: Path) -> dict[str, Any]:
     lists), without the keys that never explain a difference in results."""
     doc = _doc(run_dir / contract.CONFIG_EFFECTIVE, "config_effective")
     config = {k: v for k, v in _as_dict(doc.get("config")).items() if k not in CONFIG_NOISE}
+    return flatten(config)
+
+
+def flatten(value: Any) -> dict[str, Any]:
+    """Nested dicts as dotted keys -> scalars (short lists and empty dicts kept as values)."""
     out: dict[str, Any] = {}
-    _flatten(config, "", out, 0)
+    _flatten(value, "", out, 0)
     return out
 
 

@@ -11,6 +11,7 @@ from ops import __version__
 from ops.cli.config_cmds import config_group, init_command
 from ops.cli.data_cmds import data_group
 from ops.cli.repo_cmds import repo_group
+from ops.cli.report_cmds import report_command
 from ops.cli.run_cmds import run_group
 from ops.cli.validate_cmd import validate_command
 from ops.errors import ExitCode, OpsError
@@ -33,6 +34,7 @@ cli.add_command(run_group, "run")
 cli.add_command(validate_command, "validate")
 cli.add_command(data_group, "data")
 cli.add_command(repo_group, "repo")
+cli.add_command(report_command, "report")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""`ops run ...`: submit, list, status, tail, cancel."""
+"""`ops run ...`: submit, list, status, tail, cancel, fetch, diff."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import click
 from ops.cli import render
 from ops.cli.context import host_options, load, target_for
 from ops.errors import UsageError
+from ops.report import detail, diff
+from ops.report.diff_text import diff_text
 from ops.services import fetch, runs, submit
 
 
@@ -81,7 +83,8 @@ def list_cmd(ctx: click.Context, as_json: bool, host: str | None, accept_new: bo
 @click.pass_context
 def status_cmd(ctx: click.Context, run_id: str | None, fetched: bool, as_json: bool,
                host: str | None, accept_new: bool) -> None:
-    """Status of every run (one round trip), or of RUN_ID in detail."""
+    """Status of every run (one round trip), or of RUN_ID in detail: heartbeat age and step,
+    the last lines of stdout, W&B, the host's GPUs now, metrics per fold."""
     loaded = load(ctx)
     if fetched:
         if not run_id:
@@ -90,13 +93,38 @@ def status_cmd(ctx: click.Context, run_id: str | None, fetched: bool, as_json: b
         found = [fetch.fetched_status(root, run_id)]
     else:
         target = target_for(ctx, loaded, host, accept_new)
-        found = [runs.run_status(target, run_id)] if run_id else runs.list_runs(target)
+        found = [detail.status_detail(target, run_id)] if run_id else runs.list_runs(target)
     if as_json:
         render.echo_json({"schema": "ops.run_status/1", "runs": found})
+    elif run_id and not fetched:
+        click.echo(detail.detail_text(found[0]))
     elif run_id:
         click.echo(render.run_detail(found[0]))
     else:
         click.echo(render.runs_table(found))
+
+
+@run_group.command("diff")
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option("--section", "sections", multiple=True, type=click.Choice(diff.SECTIONS),
+              help="Only these sections (repeatable; default: all).")
+@click.option("--json", "as_json", is_flag=True, help="Print the diff as JSON.")
+@host_options
+@click.pass_context
+def diff_cmd(ctx: click.Context, run_a: str, run_b: str, sections: tuple[str, ...],
+             as_json: bool, host: str | None, accept_new: bool) -> None:
+    """What differs between two runs: config, command, code, env, data and metrics. A run is
+    a run dir path, a fetched run id, or a run id on the host."""
+    loaded = load(ctx)
+    a, b = detail.diff_records([run_a, run_b], loaded.repo_root /
+                               loaded.config.storage.artifacts_dir,
+                               lambda: target_for(ctx, loaded, host, accept_new))
+    doc = diff.diff_runs(a, b, repo=loaded.repo_root, sections=sections or diff.SECTIONS)
+    if as_json:
+        render.echo_json(doc)
+    else:
+        click.echo(diff_text(doc))
 
 
 @run_group.command("tail")

@@ -1,0 +1,145 @@
+"""The detailed `ops run status RUN` and the services behind `ops run diff`: finding a run's
+record (a path, a fetched copy, or the host in one round trip) and rendering both as text."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ops.errors import NotFoundError, UsageError
+from ops.report import sources
+from ops.report.table import fmt_duration, fmt_number
+from ops.services.runs import Target
+from runner import contract, report_data
+from runner.report_data import Want
+
+FOLD_KEY_RE = re.compile(r"(?:fold(\d+)/)?(\w+?)_(mean|ci_low|ci_high)$")
+
+
+def status_detail(target: Target, run_id: str) -> dict[str, Any]:
+    """One run's record with its detail and the host's GPUs now, in one round trip."""
+    gathered = sources.host_runs(target, [run_id], Want(detail=True))
+    if not gathered.runs:
+        raise NotFoundError(f"no run {run_id!r} on {target.host.name}")
+    run = gathered.runs[0]
+    if run.get("status") == "invalid" and str(run.get("reason", "")).startswith("no run dir"):
+        raise NotFoundError(f"no run {run_id!r} under {target.paths.outputs_root} on "
+                            f"{target.host.name}")
+    return {**run, "gpus_now": gathered.gpus}
+
+
+def diff_records(names: Sequence[str], artifacts: Path,
+                 open_host: Callable[[], Target]) -> list[dict[str, Any]]:
+    """Records with docs for each name: a run dir path, a fetched copy, else the host's run
+    (all host runs in one round trip)."""
+    want = Want(docs=True)
+    local: dict[str, dict[str, Any]] = {}
+    remote: list[str] = []
+    for name in names:
+        path = Path(name)
+        if "/" in name or path.is_dir():
+            if not path.is_dir():
+                raise NotFoundError(f"{name}: no such run directory")
+            local[name] = report_data.collect(path, want)
+        elif (artifacts / name).is_dir():
+            local[name] = report_data.collect(artifacts / name, want)
+        else:
+            try:
+                contract.validate_run_id(name)
+            except contract.ContractError as exc:
+                raise UsageError(str(exc)) from exc
+            remote.append(name)
+    if remote:
+        target = open_host()
+        for run in sources.host_runs(target, remote, want).runs:
+            if str(run.get("reason", "")).startswith("no run dir"):
+                raise NotFoundError(f"no run {run['run_id']!r} on {target.host.name} and no "
+                                    f"fetched copy under {artifacts}")
+            local[str(run["run_id"])] = run
+    return [local[n] for n in names]
+
+
+# -- text --------------------------------------------------------------------------------------
+
+
+def fold_table(metrics: dict[str, Any]) -> list[str]:
+    """``foldK/<m>_mean`` (with ``_ci_low``/``_ci_high``) as a fold x metric table, the overall
+    values as the last row; [] when the run has no such metrics."""
+    cells: dict[str, dict[str, dict[str, float]]] = {}
+    for key, value in metrics.items():
+        match = FOLD_KEY_RE.fullmatch(key)
+        if match and value is not None:
+            row = f"fold {match.group(1)}" if match.group(1) is not None else "overall"
+            cells.setdefault(row, {}).setdefault(match.group(2), {})[match.group(3)] = value
+    if not any(r.startswith("fold") for r in cells):
+        return []
+    names = list(dict.fromkeys(m for row in cells.values() for m in row))
+    rows = sorted((r for r in cells if r != "overall"), key=lambda r: int(r.split()[1]))
+    rows += ["overall"] if "overall" in cells else []
+    table = [["", *names]]
+    for row in rows:
+        table.append([row, *(_mean_ci(cells[row].get(m)) for m in names)])
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+            for r in table]
+
+
+def _mean_ci(cell: dict[str, float] | None) -> str:
+    if not cell or "mean" not in cell:
+        return ""
+    text = fmt_number(cell["mean"])
+    if "ci_low" in cell and "ci_high" in cell:
+        text += f" [{fmt_number(cell['ci_low'])}, {fmt_number(cell['ci_high'])}]"
+    return text
+
+
+def _kv(lines: list[str], key: str, value: Any) -> None:
+    if value is not None and value != "":
+        lines.append(f"{key:14} {value}")
+
+
+def detail_text(run: dict[str, Any]) -> str:
+    lines: list[str] = []
+    _kv(lines, "run", run.get("run_id"))
+    status = str(run.get("status"))
+    _kv(lines, "status", f"{status}: {run['reason']}" if run.get("reason") else status)
+    for key in ("preset", "kind", "run_dir", "started_at", "ended_at"):
+        _kv(lines, key, run.get(key))
+    if isinstance(run.get("elapsed_s"), (int, float)):
+        _kv(lines, "elapsed", fmt_duration(run["elapsed_s"]))
+    beat = run.get("heartbeat") or {}
+    if beat:
+        _kv(lines, "heartbeat", f"{beat.get('age_s')} s ago, step {beat.get('step')}, phase "
+                                f"{beat.get('phase')}")
+    git = run.get("git") or {}
+    _kv(lines, "git", (git.get("commit") or "")[:12] + ("*" if git.get("dirty") else ""))
+    wandb = run.get("wandb") or {}
+    if wandb.get("run_id") or wandb.get("url"):
+        _kv(lines, "wandb", " ".join(str(wandb[k]) for k in ("run_id", "url") if wandb.get(k)))
+    _kv(lines, "tmux", run.get("tmux_session") and
+        f"{run['tmux_session']} ({'alive' if run.get('tmux_alive') else 'gone'})")
+    failure = run.get("failure")
+    if failure:
+        _kv(lines, "failure", f"{failure.get('class')}: {failure.get('message')}")
+    gpus = run.get("gpus_now") or []
+    _kv(lines, "gpus now", "; ".join(f"{g.get('index')}: {g.get('name')}" for g in gpus)
+        or "none visible")
+    table = fold_table(run.get("metrics_final") or {})
+    finals = run.get("metrics_final") or {}
+    flat = {k: v for k, v in finals.items() if not FOLD_KEY_RE.fullmatch(k) and "/" not in k}
+    hidden = len(finals) - len(flat) - sum(1 for k in finals if FOLD_KEY_RE.fullmatch(k))
+    if table or flat:
+        lines.append("metrics:")
+        lines += [f"  {line}" for line in table]
+        lines += [f"  {k:20} {'non-finite' if v is None else fmt_number(v)}"
+                  for k, v in flat.items()]
+        if hidden:
+            lines.append(f"  ({hidden} more per-fold values: --json)")
+    tail = run.get("stdout_tail") or []
+    if tail:
+        lines.append(f"stdout.log (last {len(tail)} lines):")
+        lines += [f"  | {line}" for line in tail]
+    lines += [f"note: {n}" for n in run.get("notes") or []]
+    return "\n".join(lines)
