@@ -82,7 +82,7 @@ def _existing_run(run_dir: Path) -> Path:
 
 def _status(args: argparse.Namespace) -> dict[str, Any]:
     if args.run_id:
-        return {"runs": [status.run_status(_run_dir_of(args.root, args.run_id))]}
+        return {"runs": [status.safe_status(_run_dir_of(args.root, args.run_id))]}
     return {"root": str(args.root), "runs": status.list_runs(args.root)}
 
 

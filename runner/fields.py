@@ -8,7 +8,7 @@ clipped, a number must be finite and a pid must be one the kernel could hand out
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 TEXT_LIMIT = 300  # characters kept of a string copied from a run dir
@@ -81,3 +81,50 @@ def failure(value: Any) -> dict[str, str | None] | None:
                 "traceback_tail": None}
     return {"class": text(value.get("class"), 100), "message": text(value.get("message")),
             "traceback_tail": text(value.get("traceback_tail"), 4000)}
+
+
+# ---------------------------------------------------------------------------
+# shapes: which fields a reader relies on, and the type each must have when present
+
+Rule = tuple[Callable[[Any], bool], str]
+
+OBJECT: Rule = (lambda v: isinstance(v, dict), "an object")
+TEXT: Rule = (lambda v: v is None or isinstance(v, str), "a string or null")
+COUNT: Rule = (lambda v: v is None or integer(v) is not None, "an integer or null")
+NUMBER: Rule = (lambda v: v is None or number(v) is not None, "a finite number or null")
+POSITIVE: Rule = (lambda v: number(v) is not None and v > 0, "a positive number")
+PID: Rule = (lambda v: pid(v) is not None, f"a pid (an integer from 2 to {PID_MAX})")
+PID_OR_NULL: Rule = (lambda v: v is None or pid(v) is not None, "a pid or null")
+OBJECT_OR_NULL: Rule = (lambda v: v is None or isinstance(v, dict), "an object or null")
+
+
+def describe(value: Any) -> str:
+    """A short description of a JSON value for a message."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return clip(repr(value), 40)
+    if isinstance(value, str):
+        return f"the string {clip(value, 40)!r}"
+    return "an object" if isinstance(value, dict) else f"a {type(value).__name__}"
+
+
+def _lookup(doc: Mapping[str, Any], dotted: str) -> tuple[Any, bool]:
+    value: Any = doc
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None, False
+        value = value[part]
+    return value, True
+
+
+def shape_problem(doc: Mapping[str, Any], rules: Mapping[str, Rule]) -> str | None:
+    """The first field of ``doc`` that is present with the wrong type, as a message; fields
+    that are absent are the reader's to default."""
+    for dotted, (check, expected) in rules.items():
+        value, present = _lookup(doc, dotted)
+        if present and not check(value):
+            return f"{dotted} is {describe(value)}, expected {expected}"
+    return None

@@ -22,6 +22,24 @@ from runner import contract, fields, sweep, tmux
 LAUNCH_WINDOW_SEC = 60.0
 START_TIME_TOLERANCE_SEC = 1.0
 SOCKET_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# the fields status relies on, per schema name, and the type each must have when present
+SHAPES: dict[str, dict[str, fields.Rule]] = {
+    "spec": {"preset": fields.TEXT, "kind": fields.TEXT, "sweep_id": fields.TEXT,
+             "created_at": fields.TEXT, "tmux": fields.OBJECT, "tmux.session": fields.TEXT,
+             "tmux.socket": fields.TEXT, "heartbeat": fields.OBJECT,
+             "heartbeat.interval_s": fields.POSITIVE,
+             "heartbeat.stall_after_intervals": fields.POSITIVE,
+             "secrets": fields.OBJECT_OR_NULL, "seal": fields.OBJECT_OR_NULL},
+    "run_metadata": {"started_at": fields.TEXT, "host": fields.OBJECT,
+                     "host.boot_id": fields.TEXT, "process": fields.OBJECT,
+                     "process.pid": fields.PID, "process.pid_start_time": fields.NUMBER},
+    "heartbeat": {"pid": fields.PID, "pid_start_time": fields.NUMBER, "boot_id": fields.TEXT,
+                  "step": fields.COUNT, "phase": fields.TEXT, "rss_bytes": fields.COUNT,
+                  "gpu_memory_bytes": fields.COUNT, "last_step_at": fields.TEXT},
+    "summary": {"exit_code": fields.COUNT, "ended_at": fields.TEXT, "elapsed_s": fields.NUMBER,
+                "metrics_final": fields.OBJECT_OR_NULL, "failure": fields.OBJECT_OR_NULL,
+                "failure.class": fields.TEXT, "failure.message": fields.TEXT},
+}
 SUMMARY_WHILE_ALIVE = ("summary.json present but the wrapper is still running "
                        "(ignored until it exits)")
 
@@ -77,7 +95,8 @@ def read_doc(path: Path, name: str) -> tuple[dict[str, Any] | None, str | None]:
         return None, None
     except (OSError, contract.ContractError) as exc:
         return None, fields.clip(str(exc))
-    problem = contract.check_schema_tag(doc, name)
+    problem = contract.check_schema_tag(doc, name) or \
+        fields.shape_problem(doc, SHAPES.get(name, {}))
     if problem is not None:
         return None, fields.clip(f"{path.name}: {problem}")
     return doc, None
@@ -177,6 +196,10 @@ def _summary_status(run_dir: Path, info: dict[str, Any], *, wrapper_running: boo
     if wrapper_running:
         info["notes"].append(SUMMARY_WHILE_ALIVE)
         return False
+    shape = fields.shape_problem(summary, SHAPES["summary"])
+    if shape is not None:
+        _invalid(info, fields.clip(f"summary.json: {shape}"))
+        return True
     status = summary.get("status")
     info.update(status=status, exit_code=fields.integer(summary.get("exit_code")),
                 ended_at=fields.text(summary.get("ended_at"), 64),
@@ -240,9 +263,11 @@ def _live_status(run_dir: Path, spec: dict[str, Any], now: float, beat: dict[str
     intervals = fields.integer(beat_cfg.get("stall_after_intervals"))
     stall_after = interval * (intervals if intervals is not None and intervals > 0 else 3)
     beat_mtime = _mtime(run_dir / contract.HEARTBEAT)
+    if beat_problem is not None:
+        info.update(status="stalled", reason=f"the wrapper runs but {beat_problem}")
+        return info
     if beat is None or beat_mtime is None:
-        reason = f"no usable heartbeat ({beat_problem})" if beat_problem else "no heartbeat yet"
-        info.update(status="launching", reason=reason)
+        info.update(status="launching", reason="no heartbeat yet")
         return info
     age = now - beat_mtime
     info.update(heartbeat_age_s=round(age, 2), step=fields.integer(beat.get("step")),
@@ -265,16 +290,14 @@ def list_runs(root: Path) -> list[dict[str, Any]]:
     host_boot = contract.boot_id()
     sessions = SessionCache()
     now = time.time()
-    runs = []
-    for path in sorted(root.iterdir()):
-        if not contract.RUN_ID_RE.fullmatch(path.name) or not path.is_dir():
-            continue
-        runs.append(_guarded_status(path, now, host_boot, sessions))
-    return runs
+    return [safe_status(path, now=now, host_boot=host_boot, sessions=sessions)
+            for path in sorted(root.iterdir())
+            if contract.RUN_ID_RE.fullmatch(path.name) and path.is_dir()]
 
 
-def _guarded_status(run_dir: Path, now: float, host_boot: str | None,
-                    sessions: SessionCache) -> dict[str, Any]:
+def safe_status(run_dir: Path, *, now: float | None = None, host_boot: str | None = None,
+                sessions: SessionCache | None = None) -> dict[str, Any]:
+    """run_status behind a last guard: a run dir that still breaks it reads invalid."""
     info: dict[str, Any] = {"run_id": run_dir.name, "run_dir": str(run_dir), "notes": []}
     if run_dir.is_symlink():
         return _invalid(info, "the run dir is a symbolic link, not a directory the runner made")

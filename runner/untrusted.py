@@ -44,20 +44,23 @@ def _not_regular(path: Path, mode: int) -> ContractError:
     return ContractError(f"{path.name}: is {file_kind(mode)}, not a regular file")
 
 
-def open_regular(path: Path) -> BinaryIO:
+def open_regular(path: Path, *, follow_symlinks: bool = False) -> BinaryIO:
     """Open ``path`` for reading only if it is a regular file, without ever blocking.
 
     The file is checked with lstat before it is opened (a FIFO, socket, device or directory is
     never opened) and with fstat after (a file swapped in between is caught); O_NOFOLLOW refuses
     a symbolic link and O_NONBLOCK keeps a FIFO swapped in at the last moment from hanging.
+    ``follow_symlinks`` is for files outside a run dir (a dataset's files may be links): the
+    link is followed, the file it names must still be regular.
     Raises FileNotFoundError when absent, ContractError when not a regular file.
     """
     path = Path(path)
-    before = os.lstat(path)  # FileNotFoundError propagates
+    before = os.stat(path) if follow_symlinks else os.lstat(path)  # FileNotFoundError passes
     if not stat.S_ISREG(before.st_mode):
         raise _not_regular(path, before.st_mode)
+    flags = _OPEN_FLAGS & ~os.O_NOFOLLOW if follow_symlinks else _OPEN_FLAGS
     try:
-        fd = os.open(path, _OPEN_FLAGS)
+        fd = os.open(path, flags)
     except FileNotFoundError:
         raise
     except OSError as exc:
@@ -262,11 +265,12 @@ def _parse_line(raw: bytes) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: Path, *, follow_symlinks: bool = True) -> str:
     """SHA-256 of a regular file (FileNotFoundError when absent, ContractError when it is not
-    a regular file)."""
+    a regular file). Files of a run dir are hashed with ``follow_symlinks=False``; a dataset's
+    files (outside any run dir, often links into a cache) are followed."""
     digest = hashlib.sha256()
-    with open_regular(Path(path)) as fh:
+    with open_regular(Path(path), follow_symlinks=follow_symlinks) as fh:
         while chunk := fh.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib
-import json
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,54 +93,98 @@ def validate_run_dir(
 # L0 and L1
 
 
+DIRECTORIES = (contract.CHECKPOINTS_DIR, contract.OUT_DIR)
+# the contract's own files: each must be a regular file when present
+CONTRACT_FILES = (*contract.JSON_FILES, *contract.JSONL_FILES, contract.STDOUT_LOG,
+                  contract.COMMAND, contract.WRAPPER_LOG)
+
+
 def check_required(run_dir: Path, required: Sequence[str], out: Findings) -> None:
     for name in required:
-        if not (run_dir / name).exists():
+        try:
+            mode = (run_dir / name).lstat().st_mode
+        except FileNotFoundError:
             out.fail(name, "L0.required", "required file is missing")
+            continue
+        except OSError as exc:
+            out.fail(name, "L0.required", f"cannot be inspected: {exc.strerror or exc}")
+            continue
+        wanted = stat.S_ISDIR if name in DIRECTORIES else stat.S_ISREG
+        if not wanted(mode) and name not in CONTRACT_FILES:
+            kind = "a directory" if name in DIRECTORIES else "a regular file"
+            out.fail(name, "L0.file-kind", f"is {contract.file_kind(mode)}, not {kind}")
+
+
+def check_file_kinds(run_dir: Path, out: Findings) -> list[str]:
+    """The contract files present as regular files; any other kind (a FIFO, a directory, a
+    symbolic link, ...) where one belongs is a violation and is never opened."""
+    regular = []
+    for name in CONTRACT_FILES:
+        try:
+            mode = (run_dir / name).lstat().st_mode
+        except OSError:
+            continue
+        if stat.S_ISREG(mode):
+            regular.append(name)
+        else:
+            out.fail(name, "L0.file-kind", f"is {contract.file_kind(mode)}, not a regular file")
+    return regular
 
 
 def parse_files(run_dir: Path, out: Findings) -> ParsedRun:
     run = ParsedRun(run_dir)
+    present = set(check_file_kinds(run_dir, out))
     for name in contract.JSON_FILES:
-        if (run_dir / name).is_file():
+        if name in present:
             try:
                 run.docs[name] = contract.read_json(run_dir / name)
             except (OSError, contract.ContractError) as exc:
                 out.fail(name, "L1.parse", _clip(str(exc).removeprefix(f"{name}: ")))
     for name in contract.JSONL_FILES:
-        if (run_dir / name).is_file():
+        if name in present:
             run.records[name] = _parse_jsonl(run_dir / name, out)
     return run
 
 
 def _parse_jsonl(path: Path, out: Findings) -> list[tuple[int, dict[str, Any]]]:
     """Records with their 1-based line numbers; bad lines and a torn tail are reported."""
-    read = contract.read_jsonl(path)
     try:
-        lines = path.read_bytes().split(b"\n")
-    except OSError as exc:
-        out.fail(path.name, "L1.parse", f"unreadable: {exc}")
+        data, truncated = contract.read_jsonl_bytes(path)
+    except (OSError, contract.ContractError) as exc:
+        out.fail(path.name, "L1.parse", _clip(str(exc).removeprefix(f"{path.name}: ")))
         return []
-    if read.torn_tail:
-        out.warn(path.name, "L1.torn-line", "last line is incomplete (torn write); it was ignored")
-    for number in read.bad_lines:
-        out.fail(path.name, "L1.parse", f"line {number}: {_line_problem(lines[number - 1])}")
-    numbers = [n for n, raw in enumerate(lines, start=1) if raw.strip()]
-    skipped = set(read.bad_lines) | ({len(lines)} if read.torn_tail else set())
-    # strict=False: a line appended between the two reads has no record yet
-    return list(zip([n for n in numbers if n not in skipped], read.records, strict=False))
+    if truncated:
+        out.warn(path.name, "L1.truncated",
+                 f"over {contract.JSONL_LIMIT} bytes: only the first part was checked")
+    lines = data.split(b"\n")
+    tail = lines.pop()  # text after the last newline: empty unless the last write was torn
+    records = []
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        value, problem = _parse_record(raw)
+        if value is None:
+            out.fail(path.name, "L1.parse", f"line {number}: {problem}")
+        else:
+            records.append((number, value))
+    if tail.strip():
+        value, _problem = _parse_record(tail)
+        if value is None:
+            out.warn(path.name, "L1.torn-line",
+                     "last line is incomplete (torn write); it was ignored")
+        else:
+            records.append((len(lines) + 1, value))
+    return records
 
 
-def _line_problem(raw: bytes) -> str:
+def _parse_record(raw: bytes) -> tuple[dict[str, Any] | None, str]:
     try:
-        value = json.loads(raw, parse_constant=_reject_constant)
+        value = contract.parse_json(raw)
     except ValueError as exc:
-        return _clip(f"not valid JSON: {exc}")
-    return f"expected a JSON object, got {type(value).__name__}"
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed (numbers must be finite)")
+        return None, _clip(f"not valid JSON: {exc}")
+    if not isinstance(value, dict):
+        return None, f"expected a JSON object, got {type(value).__name__}"
+    return value, ""
 
 
 # ---------------------------------------------------------------------------

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from runner import contract, seal
+from runner import contract, fields, seal
 
 CHUNK_BYTES = 1 << 20
 SAME_RULE_LIMIT = 20  # findings kept per (file, rule); the rest are counted in one line
@@ -85,24 +86,30 @@ Check = Callable[[ParsedRun, Findings], None]
 # digests
 
 
-def digest_problem(path: Path, recorded: Mapping[str, Any]) -> tuple[str, str] | None:
+def digest_problem(path: Path, recorded: Mapping[str, Any], *,
+                   follow_symlinks: bool = False) -> tuple[str, str] | None:
     """(kind, message) when ``path`` does not match its recorded size and sha256, else None.
 
-    kind is ``missing`` (absent or unreadable), ``size`` or ``sha256``; a sha256 that is not
-    recorded is not checked.
+    kind is ``missing`` (absent, unreadable or not a regular file), ``size`` or ``sha256``; a
+    sha256 that is not recorded is not checked. A run dir's files are never followed through a
+    symbolic link; a dataset's files are (``follow_symlinks``).
     """
     size, sha = recorded.get("size"), recorded.get("sha256")
     try:
-        if not path.is_file():
-            return "missing", "does not exist"
-        actual_size = path.stat().st_size
-        if isinstance(size, int) and actual_size != size:
-            return "size", f"size is {actual_size} bytes, recorded {size}"
-        actual_sha = contract.sha256_file(path) if isinstance(sha, str) else sha
-    except OSError as exc:
-        return "missing", f"unreadable: {exc}"
+        info = path.stat() if follow_symlinks else path.lstat()
+        if not stat.S_ISREG(info.st_mode):
+            return "missing", f"is {contract.file_kind(info.st_mode)}, not a regular file"
+        if type(size) is int and info.st_size != size:
+            return "size", f"size is {info.st_size} bytes, recorded {fields.describe(size)}"
+        actual_sha = contract.sha256_file(path, follow_symlinks=follow_symlinks) \
+            if isinstance(sha, str) else sha
+    except FileNotFoundError:
+        return "missing", "does not exist"
+    except (OSError, contract.ContractError) as exc:
+        return "missing", f"unreadable: {fields.clip(str(exc), 200)}"
     if actual_sha != sha:
-        return "sha256", f"sha256 is {str(actual_sha)[:12]}..., recorded {str(sha)[:12]}..."
+        return "sha256", (f"sha256 is {str(actual_sha)[:12]}..., "
+                          f"recorded {fields.clip(str(sha), 12)}...")
     return None
 
 
@@ -293,7 +300,7 @@ def check_dataset(run: ParsedRun, out: Findings) -> None:
                 contract.DATASET_MANIFEST, "L4.dataset-missing", f"bad path {entry.get('path')!r}"
             )
             continue
-        problem = digest_problem(path, entry)
+        problem = digest_problem(path, entry, follow_symlinks=True)
         if problem is not None:
             out.fail(str(path), f"L4.dataset-{problem[0]}", problem[1])
 

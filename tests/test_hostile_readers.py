@@ -101,3 +101,16 @@ def test_valid_json_reads_as_before(tmp_path: Path) -> None:
     path = _write(tmp_path / "spec.json", json.dumps(doc))
     assert contract.read_json(path) == doc
     assert contract.sha256_file(path) == __import__("hashlib").sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.timeout(5)
+def test_sha256_follows_dataset_links_but_not_run_dir_links(tmp_path: Path) -> None:
+    data = _write(tmp_path / "data.bin", b"abc")
+    (tmp_path / "link").symlink_to(data)
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "link-to-fifo").symlink_to(tmp_path / "fifo")
+    assert contract.sha256_file(tmp_path / "link") == contract.sha256_file(data)
+    with pytest.raises(contract.ContractError, match="symbolic link"):
+        contract.sha256_file(tmp_path / "link", follow_symlinks=False)
+    with pytest.raises(contract.ContractError, match="FIFO"):
+        contract.sha256_file(tmp_path / "link-to-fifo")

@@ -61,16 +61,38 @@ def fetched(result: Any) -> str:
             f"{result.files_current} already up to date; remote status: {result.remote_status}")
 
 
+CELL_LIMIT = 60  # characters of a value shown in a table cell
+DETAIL_LIMIT = 300  # characters of a value shown in run details
+
+
+def _cell(value: Any, limit: int = CELL_LIMIT) -> str:
+    """A value from the host as one short printable line: None is '-', text is clipped, and
+    control characters (a terminal escape a workload put in a name) become '?'."""
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, (bool, int, float)):
+        text = json.dumps(value) if not isinstance(value, int) or abs(value) < 10**30 \
+            else "(a huge integer)"
+    else:
+        text = f"({type(value).__name__})"
+    text = text[: limit + 1]
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else "?" for c in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _num(value: Any) -> str:
-    return "-" if value is None else str(value)
+    return _cell(value)
 
 
 def runs_table(runs: Sequence[dict[str, Any]]) -> str:
     if not runs:
         return "no runs"
-    rows = [[r["run_id"], str(r.get("status")), _num(r.get("preset")), _num(r.get("step")),
-             _num(r.get("started_at") or r.get("created_at")),
-             "yes" if r.get("tmux_alive") else "no"] for r in runs]
+    rows = [[_cell(r.get("run_id"), 130), _cell(r.get("status")), _cell(r.get("preset")),
+             _cell(r.get("step")), _cell(r.get("started_at") or r.get("created_at")),
+             "yes" if r.get("tmux_alive") is True else "no"] for r in runs]
     return table(rows, ["RUN", "STATUS", "PRESET", "STEP", "STARTED", "TMUX"])
 
 
@@ -78,11 +100,17 @@ def run_detail(run: dict[str, Any]) -> str:
     keys = ["run_id", "status", "reason", "preset", "kind", "run_dir", "created_at",
             "started_at", "ended_at", "elapsed_s", "exit_code", "phase", "step",
             "heartbeat_age_s", "rss_bytes", "gpu_memory_bytes", "tmux_session", "tmux_alive"]
-    lines = [f"{k:17} {run[k]}" for k in keys if run.get(k) is not None]
+    lines = [f"{k:17} {_cell(run[k], DETAIL_LIMIT)}" for k in keys if run.get(k) is not None]
     failure = run.get("failure")
-    if failure:
-        lines.append(f"{'failure':17} {failure.get('class')}: {failure.get('message')}")
-    for name, value in sorted((run.get("metrics_final") or {}).items()):
-        lines.append(f"  {name:15} {value:g}")
-    lines += [f"note: {n}" for n in run.get("notes", [])]
+    if isinstance(failure, dict):
+        lines.append(f"{'failure':17} {_cell(failure.get('class'))}: "
+                     f"{_cell(failure.get('message'), DETAIL_LIMIT)}")
+    elif failure is not None:
+        lines.append(f"{'failure':17} {_cell(failure, DETAIL_LIMIT)}")
+    metrics = run.get("metrics_final")
+    for name, value in sorted((metrics if isinstance(metrics, dict) else {}).items()):
+        shown = f"{value:g}" if type(value) in (int, float) else _cell(value)
+        lines.append(f"  {_cell(name, 40):15} {shown}")
+    notes = run.get("notes")
+    lines += [f"note: {_cell(n, DETAIL_LIMIT)}" for n in (notes if isinstance(notes, list) else [])]
     return "\n".join(lines)

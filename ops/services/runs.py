@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ops.errors import RunOutcome, UsageError
+from ops.errors import HostError, NotFoundError, RunOutcome, UsageError
 from ops.hosts.base import ConnectionLostError, Host, call_runner
 from ops.services.spec import HostPaths
 from runner import contract
@@ -37,16 +38,29 @@ class Target:
 
 
 def list_runs(target: Target) -> list[dict[str, Any]]:
-    runs: list[dict[str, Any]] = call_runner(target.host,
-                                             ["status", target.paths.outputs_root])["runs"]
-    return runs
+    return checked_runs(call_runner(target.host, ["status", target.paths.outputs_root]))
 
 
 def run_status(target: Target, run_id: str) -> dict[str, Any]:
     target.run_dir(run_id)
-    runs = call_runner(target.host, ["status", target.paths.outputs_root, run_id])["runs"]
-    status: dict[str, Any] = runs[0]
-    return status
+    runs = checked_runs(call_runner(target.host,
+                                    ["status", target.paths.outputs_root, run_id]))
+    if not runs:
+        raise NotFoundError(f"the host reported no run {run_id!r}")
+    return runs[0]
+
+
+def checked_runs(answer: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``runs`` of a runner status answer, each an object with a string run_id; a host
+    that answers anything else gets a clear error, never a traceback further on."""
+    runs = answer.get("runs")
+    if not isinstance(runs, list):
+        raise HostError("the host's runner answered status without a list of runs")
+    kept = [run for run in runs if isinstance(run, dict) and isinstance(run.get("run_id"), str)]
+    if len(kept) != len(runs):
+        raise HostError(f"the host's runner answered status with {len(runs) - len(kept)} "
+                        "entries that are not runs")
+    return kept
 
 
 def show(target: Target, run_id: str, name: str) -> dict[str, Any]:
@@ -81,16 +95,31 @@ def tail(target: Target, run_id: str, write: Callable[[bytes], None], *, follow:
                 raise
             sleep(poll_s)  # the host reconnects on the next call; the offset says where
             continue
-        write(base64.b64decode(answer["data_b64"]))
-        offset = int(answer["next_offset"])
-        if offset < int(answer["size"]):
+        data, offset, size, ended, final = _tail_answer(answer)
+        write(data)
+        if offset < size:
             continue  # more is already there
-        final = (answer.get("status") or {}).get("status")
-        if answer["ended"] or final in ("dead", "invalid"):
-            return str(final) if final else None
+        if ended or final in ("dead", "invalid"):
+            return final
         if not follow:
             return None
         sleep(poll_s)
+
+
+def _tail_answer(answer: dict[str, Any]) -> tuple[bytes, int, int, bool, str | None]:
+    """(data, next offset, size, ended, final status) of a runner tail answer, checked."""
+    offset, size = answer.get("next_offset"), answer.get("size")
+    encoded = answer.get("data_b64")
+    if type(offset) is not int or type(size) is not int or not isinstance(encoded, str):
+        raise HostError("the host's runner answered tail without data, offset and size")
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise HostError(f"the host's runner answered tail with bad data: {exc}") from exc
+    status = answer.get("status")
+    final = status.get("status") if isinstance(status, dict) else None
+    return data, offset, size, answer.get("ended") is True, \
+        (final[:40] if isinstance(final, str) and final else None)
 
 
 def raise_for_outcome(status: str | None) -> None:
