@@ -9,11 +9,15 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from runner import contract
+
+from .conftest import REPO
 
 pytestmark = pytest.mark.timeout(20)  # a reader that blocks on a FIFO fails, not hangs
 
@@ -114,3 +118,38 @@ def test_sha256_follows_dataset_links_but_not_run_dir_links(tmp_path: Path) -> N
         contract.sha256_file(tmp_path / "link", follow_symlinks=False)
     with pytest.raises(contract.ContractError, match="FIFO"):
         contract.sha256_file(tmp_path / "link-to-fifo")
+
+
+FIFO_NAMES = [contract.SPEC, contract.METADATA, contract.HEARTBEAT, contract.SUMMARY,
+              contract.EXIT, contract.METRICS, contract.EVENTS, contract.STDOUT_LOG,
+              contract.CONFIG_EFFECTIVE, "checkpoints/ckpt_last.pt"]
+
+
+def _ended_run(root: Path) -> Path:
+    from .test_validate import valid_files, write_run_dir
+
+    data = root / "data"
+    data.mkdir(parents=True)
+    return write_run_dir(root / "runs", valid_files(data))
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("name", FIFO_NAMES)
+def test_a_fifo_never_hangs_status_list_show_or_validate(tmp_path: Path, name: str) -> None:
+    from runner import status
+    from runner.validate import validate_run_dir
+
+    run_dir = _ended_run(tmp_path)
+    (run_dir / name).unlink()
+    os.mkfifo(run_dir / name)  # in place of a contract file, or of a file summary.json lists
+    info = status.run_status(run_dir)
+    assert info["status"] in contract.RECORDED_STATUSES + contract.DERIVED_STATUSES
+    [listed] = status.list_runs(run_dir.parent)
+    assert listed["status"] == info["status"]
+    report = validate_run_dir(run_dir, deep=True)
+    assert not report.ok
+    assert any(v.file == name and "FIFO" in v.message for v in report.violations), \
+        report.render_text()
+    show = subprocess.run([sys.executable, "-m", "runner", "show", str(run_dir), contract.SPEC],
+                          capture_output=True, text=True, timeout=8, check=False, cwd=REPO)
+    assert show.returncode == (1 if name == contract.SPEC else 0), show.stdout
