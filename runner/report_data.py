@@ -96,10 +96,10 @@ def collect(run_dir: Path, want: Want, *, now: float | None = None,
             host_boot: str | None = None,
             sessions: status.SessionCache | None = None) -> dict[str, Any]:
     """One run's record; never raises for what is inside the run dir."""
-    problem = _file_kind_problem(run_dir)
-    if problem is not None:
-        return _invalid(run_dir, problem)
     try:
+        problem = _file_kind_problem(run_dir) or _spec_problem(run_dir)
+        if problem is not None:
+            return _invalid(run_dir, problem)
         info = status.run_status(run_dir, now=now, host_boot=host_boot, sessions=sessions)
         record = _record(run_dir, info, want)
     except Exception as exc:  # noqa: BLE001 - one hostile run dir must not hide the others
@@ -142,6 +142,9 @@ def _record(run_dir: Path, info: dict[str, Any], want: Want) -> dict[str, Any]:
     failure = _as_dict(info.get("failure"))
     record["failure"] = ({"class": _str(failure.get("class")),
                           "message": _str(failure.get("message"))} if failure else None)
+    corrupt = _corrupt_summary(run_dir)
+    if corrupt is not None and record["status"] != "invalid":
+        record.update(status="invalid", reason=corrupt)
     if record["status"] == "invalid":
         record.update(config={}, metrics_final={}, metrics_best={}, best_rules={})
         return record
@@ -164,6 +167,33 @@ def _record(run_dir: Path, info: dict[str, Any], want: Want) -> dict[str, Any]:
     if want.docs:
         record["docs"] = docs_of(run_dir, meta)
     return record
+
+
+def _corrupt_summary(run_dir: Path) -> str | None:
+    """The reason summary.json is unusable when it exists but does not parse (the runner
+    writes it atomically, so it is never torn: unparseable means damaged)."""
+    try:
+        contract.read_json(run_dir / contract.SUMMARY)
+    except FileNotFoundError:
+        return None
+    except contract.ContractError as exc:
+        return str(exc)
+    return None
+
+
+SPEC_TYPES: dict[str, tuple[type, ...]] = {
+    "preset": (str,), "kind": (str,), "tmux": (dict,), "heartbeat": (dict,),
+    "metrics": (dict,), "config": (dict,), "workload": (dict,), "sweep_id": (str,)}
+
+
+def _spec_problem(run_dir: Path) -> str | None:
+    """A spec.json whose fields a reader relies on have the wrong JSON types."""
+    spec = _doc(run_dir / contract.SPEC, "spec")
+    for key, types in SPEC_TYPES.items():
+        if key in spec and spec[key] is not None and not isinstance(spec[key], types):
+            return f"spec.json: {key} is a {type(spec[key]).__name__}, expected " \
+                   f"{' or '.join(t.__name__ for t in types)}"
+    return None
 
 
 # -- small typed readers ---------------------------------------------------------------------

@@ -55,8 +55,17 @@ class Table:
         if kind == "best":
             return run.get("metrics_best", {}).get(name)
         finals = run.get("metrics_final", {})
-        low, high = finals.get(name + "_ci_low"), finals.get(name + "_ci_high")
+        low_key, high_key = ci_keys(name, finals)
+        low, high = finals.get(low_key), finals.get(high_key)
         return [low, high] if low is not None and high is not None else None
+
+
+def ci_keys(metric: str, finals: dict[str, Any]) -> tuple[str, str]:
+    """The CI bounds of ``metric``: ``<m>_ci_low``/``_ci_high``, or for ``<m>_mean`` (as the
+    segmentation trainer writes them) ``<m>_ci_low``/``_ci_high`` without the ``_mean``."""
+    base = metric[:-5] if metric.endswith("_mean") and f"{metric}_ci_low" not in finals \
+        else metric
+    return f"{base}_ci_low", f"{base}_ci_high"
 
 
 def _field(run: dict[str, Any], key: str) -> Any:
@@ -110,7 +119,8 @@ def build_table(runs: list[dict[str, Any]], metrics: Sequence[str] = ()) -> Tabl
         columns.append(Column(f"final:{name}", name))
         if any(name in (r.get("metrics_best") or {}) for r in runs):
             columns.append(Column(f"best:{name}", f"{name} best"))
-        if any(name + "_ci_low" in (r.get("metrics_final") or {}) for r in runs):
+        if any(ci_keys(name, r.get("metrics_final") or {})[0] in (r.get("metrics_final") or {})
+               for r in runs):
             columns.append(Column(f"ci:{name}", f"{name} 95% CI"))
     return Table(columns, runs, chosen, config_keys)
 
