@@ -1,7 +1,7 @@
 """`runner.track`: how a workload reports metrics and events into its run directory.
 
     from runner import track
-    track.log({"loss": 0.42}, step=10)
+    track.log({"loss": 0.42}, step=10)       # or track.log(loss=0.42, step=10)
     track.phase("eval")
     track.event("checkpoint", path="checkpoints/ckpt_last.pt")
 
@@ -36,10 +36,29 @@ class EventLog:
         with self._lock:
             self._seq += 1
             record = {"ts": contract.iso(), "seq": self._seq, "type": type_,
-                      "source": self.source, **fields}
+                      "source": self.source, **{k: jsonable(v) for k, v in fields.items()}}
             # a full disk must not take the run down with it; the summary says the rest
             with contextlib.suppress(OSError):
                 contract.append_line(self.path, record)
+
+
+MAX_DEPTH = 32
+
+
+def jsonable(value: Any, depth: int = 0) -> Any:
+    """A value that JSON can hold, the same inside a run as outside one: paths and other
+    objects become their text, containers are walked (to a bounded depth), non-finite floats
+    become their text too (contract files never hold NaN)."""
+    if value is None or isinstance(value, (bool, int, str)) \
+            or (isinstance(value, float) and math.isfinite(value)):
+        return value
+    if depth >= MAX_DEPTH:
+        return str(value)[:1000]
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [jsonable(v, depth + 1) for v in value]
+    return os.fspath(value) if isinstance(value, os.PathLike) else str(value)
 
 
 class Tracker:
@@ -52,9 +71,12 @@ class Tracker:
     def active(self) -> bool:
         return self.run_dir is not None
 
-    def log(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+    def log(self, metrics: Mapping[str, float] | None = None, step: int | None = None,
+            **named: float) -> None:
+        """Record metrics at ``step``: ``log({"loss": 0.1}, step=3)`` or
+        ``log(loss=0.1, step=3)`` (both forms may be mixed)."""
         clean = {}
-        for name, value in metrics.items():
+        for name, value in {**(metrics or {}), **named}.items():
             number = float(value)
             if not math.isfinite(number):
                 raise ValueError(f"metric {name!r} is {number}: only finite numbers are recorded")
@@ -66,8 +88,9 @@ class Tracker:
         contract.append_line(self.run_dir / contract.METRICS, record)
 
     def event(self, type_: str, **fields: Any) -> None:
+        clean = {k: jsonable(v) for k, v in fields.items()}  # the same checks outside a run
         if self._events is not None:
-            self._events.emit(type_, **fields)
+            self._events.emit(type_, **clean)
 
     def phase(self, name: str, **fields: Any) -> None:
         self.event("phase", phase=name, **fields)
