@@ -82,8 +82,8 @@ def _existing_run(run_dir: Path) -> Path:
 
 def _status(args: argparse.Namespace) -> dict[str, Any]:
     if args.run_id:
-        return {"runs": [status.safe_status(_run_dir_of(args.root, args.run_id))]}
-    return {"root": str(args.root), "runs": status.list_runs(args.root)}
+        return {"runs": [status.safe_status(_run_dir_of(args.root, args.run_id), tidy=True)]}
+    return {"root": str(args.root), "runs": status.list_runs(args.root, tidy=True)}
 
 
 def _show(args: argparse.Namespace) -> dict[str, Any]:

@@ -167,6 +167,16 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+# the temp file atomic_write_with makes: mkstemp(prefix=".<name>.", suffix=".tmp") adds eight
+# characters from [a-z0-9_]; a kill before the replace leaves it behind
+TEMP_NAME_RE = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is a temp file of an interrupted atomic write."""
+    return TEMP_NAME_RE.fullmatch(name) is not None
+
+
 def atomic_write_with(path: Path, write: Callable[[BinaryIO], object],
                       mode: int = 0o644) -> None:
     """Let ``write`` fill a temp file beside ``path``, then flush, fsync, replace, fsync the

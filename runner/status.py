@@ -18,6 +18,7 @@ from typing import Any
 import psutil
 
 from runner import contract, fields, sweep, tmux
+from runner import tidy as tidy_module
 
 LAUNCH_WINDOW_SEC = 60.0
 START_TIME_TOLERANCE_SEC = 1.0
@@ -145,11 +146,14 @@ def _spec_fields(spec: dict[str, Any], info: dict[str, Any], sessions: SessionCa
 
 
 def run_status(run_dir: Path, *, now: float | None = None, host_boot: str | None = None,
-               sessions: SessionCache | None = None) -> dict[str, Any]:
-    """The status of one run as a JSON-able dict; never raises on what the run dir holds."""
+               sessions: SessionCache | None = None, tidy: bool = False) -> dict[str, Any]:
+    """The status of one run as a JSON-able dict; never raises on what the run dir holds.
+
+    With ``tidy`` (the status verb), a run that has ended or is dead loses its stale temp files
+    and its leftover secret store, with a note for each.
+    """
     run_dir = Path(run_dir)
     now = time.time() if now is None else now
-    host_boot = host_boot or contract.boot_id()
     info: dict[str, Any] = {"run_id": run_dir.name, "run_dir": str(run_dir), "status": None,
                             "notes": []}
     spec, problem = read_doc(run_dir / contract.SPEC, "spec")
@@ -157,6 +161,14 @@ def run_status(run_dir: Path, *, now: float | None = None, host_boot: str | None
         return _invalid(info, problem)
     if spec is not None:
         _spec_fields(spec, info, sessions or SessionCache())
+    _derive(run_dir, spec, now, host_boot or contract.boot_id(), info)
+    if tidy and info["status"] in (*contract.RECORDED_STATUSES, "dead"):
+        info["notes"].extend(tidy_module.tidy(run_dir, spec, now))
+    return info
+
+
+def _derive(run_dir: Path, spec: dict[str, Any] | None, now: float, host_boot: str | None,
+            info: dict[str, Any]) -> dict[str, Any]:
     meta, meta_problem = read_doc(run_dir / contract.METADATA, "run_metadata")
     beat, beat_problem = read_doc(run_dir / contract.HEARTBEAT, "heartbeat")
     owner = owner_of(meta, beat)
@@ -282,7 +294,7 @@ def _live_status(run_dir: Path, spec: dict[str, Any], now: float, beat: dict[str
     return info
 
 
-def list_runs(root: Path) -> list[dict[str, Any]]:
+def list_runs(root: Path, *, tidy: bool = False) -> list[dict[str, Any]]:
     """Every run under ``root`` in one pass: one tmux query per socket, one boot id read. A run
     dir that breaks a reader is listed as invalid; it never hides the others."""
     if not root.is_dir():
@@ -290,18 +302,18 @@ def list_runs(root: Path) -> list[dict[str, Any]]:
     host_boot = contract.boot_id()
     sessions = SessionCache()
     now = time.time()
-    return [safe_status(path, now=now, host_boot=host_boot, sessions=sessions)
+    return [safe_status(path, now=now, host_boot=host_boot, sessions=sessions, tidy=tidy)
             for path in sorted(root.iterdir())
             if contract.RUN_ID_RE.fullmatch(path.name) and path.is_dir()]
 
 
 def safe_status(run_dir: Path, *, now: float | None = None, host_boot: str | None = None,
-                sessions: SessionCache | None = None) -> dict[str, Any]:
+                sessions: SessionCache | None = None, tidy: bool = False) -> dict[str, Any]:
     """run_status behind a last guard: a run dir that still breaks it reads invalid."""
     info: dict[str, Any] = {"run_id": run_dir.name, "run_dir": str(run_dir), "notes": []}
     if run_dir.is_symlink():
         return _invalid(info, "the run dir is a symbolic link, not a directory the runner made")
     try:
-        return run_status(run_dir, now=now, host_boot=host_boot, sessions=sessions)
+        return run_status(run_dir, now=now, host_boot=host_boot, sessions=sessions, tidy=tidy)
     except Exception as exc:  # noqa: BLE001 - the last guard: one bad run never hides the others
         return _invalid(info, fields.clip(f"status could not be read: {exc!r}"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -75,6 +76,7 @@ def validate_run_dir(
         return ValidationReport(run_dir, out.violations, out.warnings, ["L0"])
     levels = ["L0", "L1"]
     check_required(run_dir, required, out)
+    check_temp_files(run_dir, out)
     run = check_tags(parse_files(run_dir.resolve(), out), out)
     if check_schemas(run, out):
         levels.append("L2")
@@ -113,6 +115,18 @@ def check_required(run_dir: Path, required: Sequence[str], out: Findings) -> Non
         if not wanted(mode) and name not in CONTRACT_FILES:
             kind = "a directory" if name in DIRECTORIES else "a regular file"
             out.fail(name, "L0.file-kind", f"is {contract.file_kind(mode)}, not {kind}")
+
+
+def check_temp_files(run_dir: Path, out: Findings) -> None:
+    """Temp files of an interrupted write are not the contract's: a warning, never a violation
+    (`runner status` removes them once the run has ended)."""
+    try:
+        names = sorted(os.listdir(run_dir))
+    except OSError:
+        return
+    for name in names:
+        if contract.is_temp_name(name):
+            out.warn(name, "L0.temp-file", "left by an interrupted write; not a contract file")
 
 
 def check_file_kinds(run_dir: Path, out: Findings) -> list[str]:

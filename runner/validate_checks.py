@@ -333,7 +333,8 @@ def _files_under(run_dir: Path, subdir: str) -> list[str]:
     base = run_dir / subdir
     if not base.is_dir():
         return []
-    return sorted(p.relative_to(run_dir).as_posix() for p in base.rglob("*") if p.is_file())
+    return sorted(p.relative_to(run_dir).as_posix() for p in base.rglob("*")
+                  if p.is_file() and not contract.is_temp_name(p.name))
 
 
 L4_CHECKS: tuple[Check, ...] = (check_dataset, check_checkpoints)
