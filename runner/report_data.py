@@ -281,11 +281,13 @@ def flatten(value: Any) -> dict[str, Any]:
 def _flatten(value: Any, prefix: str, out: dict[str, Any], depth: int) -> None:
     if len(out) >= MAX_CONFIG_KEYS:
         return
-    if isinstance(value, dict) and value and depth < 8:
-        for key, item in value.items():
+    if isinstance(value, dict):
+        if depth >= 8:
+            out[prefix] = "<nested too deep>"
+            return
+        for key, item in value.items():  # an empty mapping holds no setting: no key
             _flatten(item, f"{prefix}.{key}" if prefix else str(key), out, depth + 1)
     elif isinstance(value, (str, int, float, bool)) or value is None:
         out[prefix] = value
-    elif isinstance(value, (list, dict)):
-        out[prefix] = value if len(repr(value)) <= 2_000 else f"<{type(value).__name__}>"
-
+    elif isinstance(value, list):
+        out[prefix] = value if len(repr(value)) <= 2_000 else "<long list>"

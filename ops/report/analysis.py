@@ -55,7 +55,8 @@ def run_flags(run: dict[str, Any]) -> list[Flag]:
                           f"{failure.get('message') or failure.get('class') or 'no reason'}"))
     elif status in FAILED:
         text = failure.get("message") or run.get("reason") or "no message"
-        flags.append(Flag(rid, "failed", "error", f"{status}: {text}"))
+        flags.append(Flag(rid, "failed", "error",
+                          str(text) if status == "failed" else f"{status}: {text}"))
     if status == "stalled" or failure.get("class") == "no_progress":
         flags.append(Flag(rid, "no_progress", "warning",
                           str(run.get("reason") or "no step progress between heartbeats")))
