@@ -138,15 +138,38 @@ def test_fetch_resumes_after_a_dropped_connection(pod: Project, ssh_alias: SshAl
                     ssh_alias.sshd.drop(target.host)  # type: ignore[arg-type]
             return advance
 
-        with pytest.raises(HostError):
+        with pytest.raises(HostError) as dropped:
             fetch.fetch(target, "drop-fetch", dest, progress=progress)
+        assert not dropped.value.message.rstrip().endswith(":")  # a reason, never empty
         partial = dest / "drop-fetch" / "out" / "big.bin"
         assert not partial.exists()  # nothing truncated that looks complete
-        result = fetch.fetch(target, "drop-fetch", dest)
+        assert not (dest / "drop-fetch" / ".ops" / "partial").exists()
+        result = fetch.fetch(target, "drop-fetch", dest)  # at once: the old link is dead
     finally:
         target.close()
     assert "out/big.bin" in result.files_fetched
     assert (dest / "drop-fetch" / "out" / "big.bin").read_bytes() == big.read_bytes()
+    assert not (dest / "drop-fetch" / ".ops" / "partial").exists()
+
+
+def test_fetch_over_ssh_sends_no_link_out_of_the_run_dir(pod: Project, tmp_path: Path) -> None:
+    assert pod.ops("run", "submit", "-p", "toy", "--run-id", "links", "-f").exit_code == 0
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the laptop\n")
+    out = pod.runs / "links" / "out"
+    os.link(secret, out / "hard.txt")
+    (out / "soft.txt").symlink_to(secret)
+    os.mkfifo(out / "pipe")
+    (out / "twin.txt").write_text("twin\n")
+    os.link(out / "twin.txt", out / "twin2.txt")
+    dest = tmp_path / "art"
+    fetched = pod.ops("run", "fetch", "links", "--to", str(dest), "--json", timeout=60)
+    assert fetched.exit_code == 0, fetched.stderr
+    got = {p.relative_to(dest / "links").as_posix() for p in (dest / "links").rglob("*")
+           if p.is_file() or p.is_symlink()}
+    assert {"out/twin.txt", "out/twin2.txt", "stdout.log"} <= got
+    assert not {"out/hard.txt", "out/soft.txt", "out/pipe"} & got
+    assert not (dest / "links" / ".ops" / "partial").exists()
 
 
 def test_no_secret_reaches_the_pod_through_argv_or_env(pod: Project, tmp_path: Path) -> None:

@@ -81,11 +81,13 @@ def call_runner(host: Host, args: Sequence[str], *, input_text: str | None = Non
                        timeout=timeout)
     try:
         doc = json.loads(result.stdout.strip().splitlines()[-1]) if result.stdout.strip() else None
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past what json can parse
         doc = None
     if isinstance(doc, dict) and "error" in doc:
-        err = doc["error"]
-        raise _RUNNER_ERRORS.get(err.get("kind"), OpsError)(str(err.get("message")))
+        err = doc["error"] if isinstance(doc["error"], dict) else {"message": doc["error"]}
+        kind = err.get("kind")
+        error_type = _RUNNER_ERRORS.get(kind, OpsError) if isinstance(kind, str) else OpsError
+        raise error_type(str(err.get("message"))[:2000])
     if not result.ok and not isinstance(doc, dict) and _runner_missing(result):
         recheck = getattr(host, "runner_recheck", None)
         if recheck is not None:  # a remembered runner is gone: check the host fully, once

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import tarfile
 import time
@@ -25,6 +26,7 @@ from ops.services.runs import Target
 from runner import contract
 
 PARTIAL = ".ops/partial"
+_FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)
 RECORD = ".ops/fetch.json"
 Progress = Callable[[int], None]
 
@@ -52,7 +54,7 @@ def _needed(remote: list[dict[str, Any]], dest: Path) -> list[dict[str, Any]]:
         local = dest / item["path"]
         try:
             stat = local.stat()
-        except FileNotFoundError:
+        except OSError:  # absent, or a file where the path needs a directory: fetch it
             wanted.append(item)
             continue
         if stat.st_size != item["size"] or abs(stat.st_mtime - item["mtime"]) > 1e-3:
@@ -65,21 +67,97 @@ def fetch(target: Target, run_id: str, dest_root: Path, *, with_checkpoints: boo
     started = time.time()
     run_dir = target.run_dir(run_id)
     args = ["ls", run_dir] + (["--with-checkpoints"] if with_checkpoints else [])
-    listing = call_runner(target.host, args)
+    files, status = checked_listing(call_runner(target.host, args), target.host.name)
     dest = dest_root / run_id
-    result = FetchResult(run_id, dest, remote_status=listing["status"].get("status"))
-    wanted = _needed(listing["files"], dest)
-    result.files_current = len(listing["files"]) - len(wanted)
-    if wanted:
-        total = sum(int(w["size"]) for w in wanted)
-        advance = progress(total) if progress else None
-        payload = json.dumps([w["path"] for w in wanted]).encode()
-        with target.host.stream([*target.host.runner_argv(), "pack", run_dir],
-                                input_bytes=payload) as stream:
-            _receive(stream, dest, {w["path"]: w for w in wanted}, result, advance)
-    result.seconds = time.time() - started
-    _record(target, run_dir, result, listing["status"], with_checkpoints)
+    result = FetchResult(run_id, dest, remote_status=_text_or_none(status.get("status")))
+    wanted = _needed(files, dest)
+    result.files_current = len(files) - len(wanted)
+    try:
+        if wanted:
+            total = sum(w["size"] for w in wanted)
+            advance = progress(total) if progress else None
+            payload = json.dumps([w["path"] for w in wanted]).encode()
+            with target.host.stream([*target.host.runner_argv(), "pack", run_dir],
+                                    input_bytes=payload) as stream:
+                _receive(stream, dest, {w["path"]: w for w in wanted}, result, advance)
+        result.seconds = time.time() - started
+        _record(target, run_dir, result, status, with_checkpoints)
+    finally:
+        _prune_partial(dest)
     return result
+
+
+def checked_listing(listing: Any, host: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The host's listing, checked entry by entry: the host (and the workload that wrote the
+    run dir) is untrusted, so a malformed listing is a HostError, never a traceback."""
+    files = listing.get("files") if isinstance(listing, dict) else None
+    if not isinstance(files, list):
+        raise _bad_listing(host, f"'files' is {_kind(files)}, not a list")
+    checked, seen = [], set()
+    for index, item in enumerate(files):
+        entry = _checked_entry(item, f"files[{index}]", host)
+        if entry["path"].split("/", 1)[0] == ".ops":
+            continue  # a workload's own .ops/ would land on ours (the record, partials)
+        if entry["path"] in seen:
+            raise _bad_listing(host, f"files[{index}]: {entry['path']!r} is listed twice")
+        seen.add(entry["path"])
+        checked.append(entry)
+    status = listing.get("status")
+    return checked, status if isinstance(status, dict) else {}
+
+
+def _checked_entry(item: Any, where: str, host: str) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        raise _bad_listing(host, f"{where} is {_kind(item)}, not an object")
+    path, size, mtime = item.get("path"), item.get("size"), item.get("mtime")
+    if not isinstance(path, str) or _unsafe_path(path):
+        raise _bad_listing(host, f"{where}.path {_shown(path)} is not a relative path inside "
+                                 "the run dir")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise _bad_listing(host, f"{where}.size {_shown(size)} is not a byte count")
+    if not isinstance(mtime, (int, float)) or isinstance(mtime, bool) \
+            or not math.isfinite(mtime):
+        raise _bad_listing(host, f"{where}.mtime {_shown(mtime)} is not a timestamp")
+    return {"path": path, "size": size, "mtime": float(mtime)}
+
+
+def _unsafe_path(path: str) -> bool:
+    """Absolute, empty, with '.'/'..'/empty parts, or with a NUL byte."""
+    return (not path or path.startswith("/") or "\x00" in path
+            or any(p in ("", ".", "..") for p in path.split("/")))
+
+
+def _kind(value: Any) -> str:
+    return "missing" if value is None else f"a {type(value).__name__}"
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _bad_listing(host: str, problem: str) -> HostError:
+    return HostError(f"fetch: the listing from {host} is malformed: {problem}",
+                     hint="the run dir or the runner on the host is not what ops expects")
+
+
+def _prune_partial(dest: Path) -> None:
+    """Remove the empty directories under .ops/partial (and .ops itself when empty): files
+    land there only for a moment, and a failed fetch removes its own partial file."""
+    partial_root = dest / PARTIAL
+    if not partial_root.is_dir():
+        return
+    for root, dirs, _files in os.walk(partial_root, topdown=False):
+        for name in dirs:
+            with contextlib.suppress(OSError):
+                (Path(root) / name).rmdir()
+    for directory in (partial_root, partial_root.parent):
+        with contextlib.suppress(OSError):
+            directory.rmdir()  # only when empty
 
 
 def _receive(stream: BinaryIO, dest: Path, wanted: dict[str, dict[str, Any]],
@@ -91,7 +169,8 @@ def _receive(stream: BinaryIO, dest: Path, wanted: dict[str, dict[str, Any]],
         reader = io.BufferedReader(_Chunks(stream), buffer_size=1 << 20)
         with tarfile.open(fileobj=reader, mode="r|", bufsize=1 << 16) as tar:
             for member in tar:
-                if member.name not in wanted or not member.isfile():
+                # regular files that were asked for, nothing else: no links, devices, dirs
+                if member.name not in wanted or member.type not in _FILE_TYPES:
                     raise HostError(f"fetch: unexpected entry {member.name!r} in the stream")
                 final = _place(tar, member, partial_root, dest, advance)
                 result.files_fetched.append(member.name)
@@ -130,15 +209,19 @@ def _place(tar: tarfile.TarFile, member: tarfile.TarInfo, partial_root: Path, de
     if source is None:
         raise HostError(f"fetch: {member.name} has no data")
     written = 0
-    with open(partial, "wb") as out:
-        while chunk := source.read(1 << 20):
-            out.write(chunk)
-            written += len(chunk)
-            if advance:
-                advance(len(chunk))
-    if written != member.size:
-        partial.unlink()
-        raise HostError(f"fetch: {member.name} arrived with {written} of {member.size} bytes")
+    try:
+        with open(partial, "wb") as out:
+            while chunk := source.read(1 << 20):
+                out.write(chunk)
+                written += len(chunk)
+                if advance:
+                    advance(len(chunk))
+        if written != member.size:
+            raise HostError(f"fetch: {member.name} arrived with {written} of {member.size} "
+                            "bytes")
+    except BaseException:
+        partial.unlink(missing_ok=True)  # never leave a piece of a file behind
+        raise
     # the sender's mtime at the moment it opened the file: a file that changed after the
     # listing is compared against what actually arrived, and fetched again next time
     os.utime(partial, (member.mtime, member.mtime))
@@ -158,8 +241,6 @@ def _record(target: Target, run_dir: str, result: FetchResult, status: dict[str,
         "remote_status": status, "with_checkpoints": with_checkpoints,
         "files_fetched": result.files_fetched,
         "bytes_fetched": result.bytes_fetched})
-    with contextlib.suppress(OSError):
-        (result.dest / PARTIAL).rmdir()  # empty once everything landed
 
 
 def fetched_status(dest_root: Path, run_id: str) -> dict[str, Any]:
