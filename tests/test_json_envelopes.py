@@ -44,3 +44,11 @@ def test_sweep_files_match_their_schemas(project: Project) -> None:
     _check(json.loads((sweeps / f"{doc['sweep_id']}.driver.json").read_text()), "sweep_driver")
     for run_id in doc["run_ids"]:
         project.wait_for((project.run_dir(run_id) / "summary.json").exists)
+
+
+def test_report_and_diff_envelopes(project: Project) -> None:
+    for run_id in ("env-r1", "env-r2"):
+        assert project.ops("run", "submit", "-p", "toy", "--run-id", run_id, "-f").exit_code == 0
+    _check(project.ops("report", "--host", "local", "--format", "json").json(), "report")
+    _check(project.ops("run", "diff", "env-r1", "env-r2", "--json").json(), "run_diff")
+    _check(project.ops("run", "status", "env-r1", "--json").json(), "run_status")
