@@ -51,6 +51,33 @@ def secret_values(loaded: LoadedConfig, resolved: ResolvedPreset,
     return {n: environ[n] for n in dict.fromkeys(names) if environ.get(n)}
 
 
+DATA_DIR_OVERRIDE = "data_dir"
+
+
+def _with_data_dir(preset: CommandPreset) -> tuple[CommandPreset, str | None]:
+    """The preset whose dataset dir is the one the workload is given.
+
+    An override named data_dir (the built-in trainer's parameter; `--set data_dir=...`) is
+    rendered into the argv after the command, so it is what the workload reads: the dataset
+    record ({data_dir}, dataset_manifest.json) must name that directory, not the preset's.
+    Returns the preset and the directory it replaced (None when nothing changed)."""
+    value = preset.overrides.get(DATA_DIR_OVERRIDE)
+    if preset.dataset is None or not isinstance(value, str) or not value \
+            or value == preset.dataset.dir:
+        return preset, None
+    dataset = preset.dataset.model_copy(update={"dir": value})
+    return preset.model_copy(update={"dataset": dataset}), preset.dataset.dir
+
+
+def _dataset_block(preset: CommandPreset, replaced: str | None) -> dict[str, Any] | None:
+    if preset.dataset is None:
+        return None
+    block: dict[str, Any] = preset.dataset.model_dump(mode="json")
+    if replaced is not None:  # say where the dir came from, and what the preset had
+        block.update(dir_from=f"overrides.{DATA_DIR_OVERRIDE}", preset_dir=replaced)
+    return block
+
+
 def _with_wandb(preset: CommandPreset, mode: str, project: str) -> CommandPreset:
     """The built-in trainer logs to W&B as project.json says, unless the preset says else."""
     if not isinstance(preset, MonaiSegPreset) or mode == "disabled" or "wandb" in preset.overrides:
@@ -63,7 +90,8 @@ def build_spec(loaded: LoadedConfig, resolved: ResolvedPreset, run_id: str, *, p
                code: Mapping[str, Any], secret_names: list[str],
                parent_run_id: str | None = None) -> dict[str, Any]:
     cfg = loaded.config
-    preset = _with_wandb(resolved.preset, cfg.storage.wandb.mode, cfg.storage.wandb.project
+    preset, replaced_dir = _with_data_dir(resolved.preset)
+    preset = _with_wandb(preset, cfg.storage.wandb.mode, cfg.storage.wandb.project
                          or cfg.project.name)
     limits = preset.limits
     mib = 2**20
@@ -96,7 +124,7 @@ def build_spec(loaded: LoadedConfig, resolved: ResolvedPreset, run_id: str, *, p
                       "stall_after_intervals": cfg.tmux.stall_after_intervals},
         "metrics": {"from_stdout": [{"pattern": m.pattern} for m in preset.metrics_from_stdout],
                     "summary_from": preset.summary_from, "best": dict(preset.best)},
-        "dataset": preset.dataset.model_dump(mode="json") if preset.dataset else None,
+        "dataset": _dataset_block(preset, replaced_dir),
         "secrets": {
             "env_names": secret_names,
             "files": [*cfg.secrets.files, *preset.secrets_files],
