@@ -64,9 +64,11 @@ def test_the_manifest_lists_the_directory_the_run_was_given(project: Project,
     synth.synthesize(first, n=1, size=8, seed=0)
     synth.synthesize(second, n=2, size=8, seed=1)
     doc = json.loads(project.config_path.read_text())
+    # reads its data the way the trainer does: the last --data_dir wins (argparse)
+    script = ("import os, sys; d = [a.split('=', 1)[1] for a in sys.argv "
+              "if a.startswith('--data_dir=')][-1]; print(sorted(os.listdir(d + '/imagesTr')))")
     doc["presets"]["lister"] = _preset(
-        ["{python}", "-c", "import os, sys; print(sorted(os.listdir(sys.argv[1] + '/imagesTr')))",
-         "{data_dir}"],
+        ["{python}", "-c", script, "--data_dir={data_dir}"],
         overrides={"data_dir": str(first)}, dataset={"name": "vessels", "dir": str(first)})
     project.write_config(doc)
     done = project.ops("run", "submit", "-p", "lister", "--set", f"data_dir={second}",
