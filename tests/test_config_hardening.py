@@ -234,3 +234,25 @@ def test_deep_merge_of_two_deep_overlays_is_refused_before_merging() -> None:
     write({"extra": deep}, LOCAL)
     with pytest.raises(ConfigError, match="nested too deeply"):
         load_config()
+
+
+# --- ops init next to things that are not files ------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+@pytest.mark.parametrize("which", [".gitignore", "project.json"])
+def test_init_says_what_is_in_the_way(capsys: pytest.CaptureFixture[str], kind: str,
+                                      which: str) -> None:
+    target = Path(".gitignore") if which == ".gitignore" else PROJECT
+    if kind == "directory":
+        target.mkdir()
+    else:
+        _fifo(target)
+    done: list[tuple[int, str]] = []
+    worker = threading.Thread(target=lambda: done.append(ops(capsys, "init", "--force")),
+                              daemon=True)
+    worker.start()
+    worker.join(10)
+    assert done, "ops init hung"
+    code, output = done[0]
+    assert code == ExitCode.USAGE, output
+    assert f"{target.name} is a {'directory' if kind == 'directory' else 'FIFO'}" in output

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ops.config.loader import LOCAL_NAME, PROJECT_RELPATH
+from ops.config.loader import LOCAL_NAME, PROJECT_RELPATH, read_config_bytes
 from ops.config.models import NAME_PATTERN, ProjectConfig
 from ops.errors import ConfigError, ConflictError
 from runner.contract import atomic_write_bytes, dumps
@@ -65,7 +67,9 @@ def init_project(repo_root: Path, name: str | None = None, force: bool = False) 
     """Create configs/ops/project.json (refused when it exists, unless ``force``)."""
     project_name = _checked_name(name) if name is not None else sanitize_name(repo_root.name)
     target = repo_root / PROJECT_RELPATH
-    existed = target.exists()
+    existed = os.path.lexists(target)
+    if existed and not target.is_symlink() and not stat.S_ISREG(target.lstat().st_mode):
+        read_config_bytes(target)  # says what it is (a directory, a FIFO, ...), exit 2
     if existed and not force:
         raise ConflictError(
             f"{target} already exists; it was left unchanged",
@@ -96,10 +100,14 @@ def _checked_name(name: str) -> str:
 
 def ensure_gitignored(gitignore: Path, entry: str) -> str:
     """Add ``entry`` to .gitignore once: returns "created", "changed" or "unchanged"."""
-    if not gitignore.exists():
+    if not os.path.lexists(gitignore):
         atomic_write_bytes(gitignore, f"{entry}\n".encode())
         return "created"
-    text = gitignore.read_text(encoding="utf-8")
+    # a regular file only, read without blocking (a FIFO or directory here is said, exit 2)
+    try:
+        text = read_config_bytes(gitignore).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{gitignore} is not UTF-8 text; add {entry} to it by hand") from None
     present = {line.strip().lstrip("/") for line in text.splitlines()}
     if entry.lstrip("/") in present:
         return "unchanged"
