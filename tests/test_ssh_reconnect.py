@@ -77,3 +77,18 @@ def test_a_drop_during_a_command_is_reported_with_a_reason_and_never_rerun(
     assert not caught.value.message.rstrip().endswith(":")
     assert marker.read_text() == "x\n"  # started once, and not started again
     assert ssh_host.exec(["echo", "back"]).stdout == "back\n"
+
+
+@pytest.mark.ssh
+def test_sftp_after_a_drop_reconnects(ssh_host: SSHHost, sshd: Sshd, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    first = tmp_path / "first.txt"
+    ssh_host.write_file(str(first), b"one\n")
+    stale = ssh_host.transport
+    assert sshd.drop(ssh_host) >= 1
+    _wait_until_dead(stale)
+    monkeypatch.setattr(stale, "is_active", lambda: True)  # the stale view, as above
+    second = tmp_path / "second.txt"
+    ssh_host.write_file(str(second), b"two\n")
+    assert second.read_bytes() == b"two\n"
+    assert ssh_host.read_file(str(first)) == b"one\n"

@@ -218,6 +218,7 @@ class SSHHost:
                 fh.write(data)
             sftp.posix_rename(tmp, path)
         except _IO_ERRORS as exc:
+            self._forget_if_dropped(exc)
             raise HostError(f"cannot write {path} on {self.name}: {error_reason(exc)}") from exc
 
     def read_file(self, path: str) -> bytes:
@@ -230,6 +231,7 @@ class SSHHost:
         except FileNotFoundError as exc:
             raise NotFoundError(f"{path} does not exist on {self.name}") from exc
         except _IO_ERRORS as exc:
+            self._forget_if_dropped(exc)
             raise HostError(f"cannot read {path} on {self.name}: {error_reason(exc)}") from exc
 
     def makedirs(self, path: str, mode: int = 0o700) -> None:
@@ -252,13 +254,20 @@ class SSHHost:
                                 f"{error_reason(exc)}") from exc
 
     def sftp(self) -> paramiko.SFTPClient:
-        if self._sftp is None or self._sftp.get_channel().closed:
+        """The SFTP session on this connection; like a command's channel, one that cannot be
+        opened on a connection that turns out dead is opened once more on a fresh one."""
+        for attempt in (1, 2):
+            if self._sftp is not None and not self._sftp.get_channel().closed:
+                return self._sftp
             try:
                 self._sftp = paramiko.SFTPClient.from_transport(
                     self.transport, window_size=STREAM_WINDOW, max_packet_size=STREAM_PACKET)
             except _IO_ERRORS as exc:
-                raise HostError(f"SFTP is not available on {self.name}: {error_reason(exc)}",
-                                hint="the host's sshd needs an sftp Subsystem") from exc
+                if attempt == 2 or isinstance(exc, paramiko.ChannelException):
+                    raise HostError(f"SFTP is not available on {self.name}: "
+                                    f"{error_reason(exc)}",
+                                    hint="the host's sshd needs an sftp Subsystem") from exc
+                self._discard()
         assert self._sftp is not None  # noqa: S101 - from_transport returns None only on failure
         return self._sftp
 
@@ -371,6 +380,14 @@ class SSHHost:
         return ConnectionLostError(
             f"connection to {self.name} failed during a command: {error_reason(exc)}",
             hint="run the command again; it reconnects")
+
+    def _forget_if_dropped(self, exc: BaseException) -> None:
+        """After an SFTP failure that is the connection's, not the file's (EOF, reset, a dead
+        transport), the next call connects afresh instead of reusing a dead SFTP session."""
+        dropped = isinstance(exc, (EOFError, ConnectionError, paramiko.SSHException))
+        transport = self._client.get_transport() if self._client is not None else None
+        if dropped or transport is None or not transport.is_active():
+            self._discard()
 
     def _discard(self) -> None:
         """Forget the connection without failing: closing a dead one may raise."""
