@@ -97,14 +97,18 @@ def collect(run_dir: Path, want: Want, *, now: float | None = None,
             sessions: status.SessionCache | None = None) -> dict[str, Any]:
     """One run's record; never raises for what is inside the run dir."""
     try:
-        problem = _file_kind_problem(run_dir) or _spec_problem(run_dir)
+        problem = _file_kind_problem(run_dir)
+        spec = {} if problem else _doc(run_dir / contract.SPEC, "spec")
+        problem = problem or _spec_problem(spec)
         if problem is not None:
             return _invalid(run_dir, problem)
+        summary, corrupt = _summary(run_dir)
         info = status.run_status(run_dir, now=now, host_boot=host_boot, sessions=sessions)
-        record = _record(run_dir, info, want)
+        if corrupt is not None and info.get("status") != "invalid":
+            info.update(status="invalid", reason=corrupt)
+        return _record(run_dir, info, want, spec, summary)
     except Exception as exc:  # noqa: BLE001 - one hostile run dir must not hide the others
         return _invalid(run_dir, f"unreadable: {type(exc).__name__}: {exc}")
-    return record
 
 
 def _invalid(run_dir: Path, reason: str) -> dict[str, Any]:
@@ -133,7 +137,8 @@ def _file_kind_problem(run_dir: Path) -> str | None:
     return None
 
 
-def _record(run_dir: Path, info: dict[str, Any], want: Want) -> dict[str, Any]:
+def _record(run_dir: Path, info: dict[str, Any], want: Want, spec: dict[str, Any],
+            summary: dict[str, Any]) -> dict[str, Any]:
     record = {k: info.get(k) for k in ("run_id", "run_dir", "status", "reason", "preset",
                                        "kind", "sweep_id", "created_at", "exit_code",
                                        "ended_at", "elapsed_s", "step", "phase",
@@ -142,15 +147,12 @@ def _record(run_dir: Path, info: dict[str, Any], want: Want) -> dict[str, Any]:
     failure = _as_dict(info.get("failure"))
     record["failure"] = ({"class": _str(failure.get("class")),
                           "message": _str(failure.get("message"))} if failure else None)
-    corrupt = _corrupt_summary(run_dir)
-    if corrupt is not None and record["status"] != "invalid":
-        record.update(status="invalid", reason=corrupt)
     if record["status"] == "invalid":
         record.update(config={}, metrics_final={}, metrics_best={}, best_rules={})
         return record
-    summary = _doc(run_dir / contract.SUMMARY, "summary")
+    if record["status"] not in contract.RECORDED_STATUSES:
+        summary = {}  # not (yet) a summary that ended the run: a workload may forge one
     meta = _doc(run_dir / contract.METADATA, "run_metadata")
-    spec = _doc(run_dir / contract.SPEC, "spec")
     record.update(started_at=_str(summary.get("started_at")) or _str(meta.get("started_at")),
                   metrics_final=_numbers(summary.get("metrics_final")),
                   metrics_best=_numbers(summary.get("metrics_best")),
@@ -169,16 +171,17 @@ def _record(run_dir: Path, info: dict[str, Any], want: Want) -> dict[str, Any]:
     return record
 
 
-def _corrupt_summary(run_dir: Path) -> str | None:
-    """The reason summary.json is unusable when it exists but does not parse (the runner
-    writes it atomically, so it is never torn: unparseable means damaged)."""
+def _summary(run_dir: Path) -> tuple[dict[str, Any], str | None]:
+    """summary.json when it is ours ({} otherwise), and the reason it is unusable when it
+    exists but does not parse (the runner writes it atomically, so it is never torn:
+    unparseable means damaged)."""
     try:
-        contract.read_json(run_dir / contract.SUMMARY)
+        doc = contract.read_json(run_dir / contract.SUMMARY)
     except FileNotFoundError:
-        return None
+        return {}, None
     except contract.ContractError as exc:
-        return str(exc)
-    return None
+        return {}, str(exc)
+    return ({} if contract.check_schema_tag(doc, "summary") else doc), None
 
 
 SPEC_TYPES: dict[str, tuple[type, ...]] = {
@@ -186,9 +189,8 @@ SPEC_TYPES: dict[str, tuple[type, ...]] = {
     "metrics": (dict,), "config": (dict,), "workload": (dict,), "sweep_id": (str,)}
 
 
-def _spec_problem(run_dir: Path) -> str | None:
+def _spec_problem(spec: Mapping[str, Any]) -> str | None:
     """A spec.json whose fields a reader relies on have the wrong JSON types."""
-    spec = _doc(run_dir / contract.SPEC, "spec")
     for key, types in SPEC_TYPES.items():
         if key in spec and spec[key] is not None and not isinstance(spec[key], types):
             return f"spec.json: {key} is a {type(spec[key]).__name__}, expected " \

@@ -212,3 +212,28 @@ def test_html_without_matplotlib_says_how_to_install(proj: Path, tmp_path: Path)
                           timeout=60)
     assert proc.returncode == 2
     assert "needs matplotlib" in proc.stderr and "pip install 'pod-ops[report]'" in proc.stderr
+
+
+def test_finished_runs_are_cached_until_their_files_change(proj: Path, ops: OpsRun,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    sweep(artifacts(proj))
+    first = ops("report", "--format", "csv")
+    assert first.exit_code == 0 and list((proj / ".ops" / "report-cache").glob("*.json"))
+    from runner import report_data
+
+    read: list[str] = []
+    real = report_data.collect
+    monkeypatch.setattr(report_data, "collect",
+                        lambda run_dir, *a, **k: read.append(run_dir.name) or real(
+                            run_dir, *a, **k))
+    assert ops("report", "--format", "csv").stdout == first.stdout
+    assert read == []  # every finished run came from the cache
+    summary = artifacts(proj) / "r2-cldice" / contract.SUMMARY
+    doc = json.loads(summary.read_text())
+    doc["metrics_final"]["dsc_mean"] = 0.99
+    contract.atomic_write_json(summary, doc)
+    again = ops("report", "--format", "csv")
+    assert read == ["r2-cldice"] and ",0.99," in again.stdout
+    ops("report", "--format", "csv", "--no-cache")
+    assert read[1:] == ["r1-dice", "r2-cldice", "r3-warp"]

@@ -36,20 +36,23 @@ from ops.report import build, sources
               show_default=True, help="table, md, csv, json (versioned envelope) or html.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Write to FILE instead of stdout.")
+@click.option("--no-cache", is_flag=True,
+              help="Read every run dir again (finished runs are otherwise cached in .ops/).")
 @click.pass_context
 def report_command(ctx: click.Context, runs: tuple[str, ...], host: str | None,
                    accept_new: bool, presets: tuple[str, ...], statuses: tuple[str, ...],
                    since: str | None, group_by: str | None, reference: str | None,
                    metrics: tuple[str, ...], sort: str | None, top: int | None, fmt: str,
-                   output: Path | None) -> None:
+                   output: Path | None, no_cache: bool) -> None:
     """Compare runs: the config keys that differ, final and best metrics with CIs, groups
     with paired tests, and what went wrong."""
     loaded = load(ctx)
     selection = sources.Selection(runs, presets, statuses, sources.parse_since(since))
     options = build.ReportOptions(selection, group_by, reference, metrics, sort, top, fmt)
     opener = (lambda: target_for(ctx, loaded, host, accept_new)) if host else None
-    report = build.make_report(options, artifacts=loaded.repo_root /
-                               loaded.config.storage.artifacts_dir, open_host=opener)
+    report = build.make_report(
+        options, artifacts=loaded.repo_root / loaded.config.storage.artifacts_dir,
+        open_host=opener, cache_dir=None if no_cache else loaded.repo_root / ".ops")
     text = build.render(report)
     if output is None:
         click.echo(text)

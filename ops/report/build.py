@@ -68,8 +68,10 @@ def _json_run(run: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_report(options: ReportOptions, *, artifacts: Path,
-                open_host: Callable[[], Target] | None) -> Report:
-    """Runs from the host when ``open_host`` is given (``--host``), else local run dirs."""
+                open_host: Callable[[], Target] | None,
+                cache_dir: Path | None = None) -> Report:
+    """Runs from the host when ``open_host`` is given (``--host``), else local run dirs
+    (finished ones from the record cache under ``cache_dir`` when given)."""
     if options.fmt not in FORMATS:
         raise UsageError(f"--format {options.fmt}: use one of {', '.join(FORMATS)}")
     want = options.want()
@@ -77,7 +79,7 @@ def make_report(options: ReportOptions, *, artifacts: Path,
         gathered = sources.host_runs(open_host(), options.selection.sources, want)
     else:
         gathered = sources.Gathered(sources.local_runs(options.selection.sources, artifacts,
-                                                       want), f"local ({artifacts})"
+                                                       want, cache_dir), f"local ({artifacts})"
                                     if not options.selection.sources else "local paths")
     runs = sources.select(gathered.runs, options.selection)
     runs = sort_runs(runs, options.sort, options.top)

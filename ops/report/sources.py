@@ -12,7 +12,9 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import glob
+import os
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +22,10 @@ from typing import Any
 
 from ops.errors import NotFoundError, UsageError
 from ops.hosts.base import call_runner
+from ops.report.cache import RecordCache, stamp
 from ops.services.fetch import RECORD as FETCH_RECORD
 from ops.services.runs import Target
-from runner import contract, report_data
+from runner import contract, report_data, status
 from runner.report_data import Want
 
 SINCE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
@@ -62,22 +65,43 @@ def parse_since(text: str | None) -> dt.timedelta | None:
     return contract.utc_now() - start
 
 
-def local_runs(sources: Sequence[str], artifacts: Path, want: Want) -> list[dict[str, Any]]:
+def local_runs(sources: Sequence[str], artifacts: Path, want: Want,
+               cache_dir: Path | None = None) -> list[dict[str, Any]]:
     """Records of the run dirs named by paths, globs and run ids (default: every fetched run
-    under ``artifacts``)."""
+    under ``artifacts``). With ``cache_dir`` (the project's .ops/), finished runs come from the
+    record cache when their files are unchanged (table formats only)."""
     dirs = _resolve(sources, artifacts) if sources else report_data.run_dirs(artifacts, None)
-    runs = [report_data.collect(d, want) for d in dirs]
+    plain = not (want.series or want.volumes or want.detail or want.docs)
+    caches: dict[Path, RecordCache] = {}
+    shared: dict[str, Any] = {"now": time.time(), "host_boot": contract.boot_id(),
+                              "sessions": status.SessionCache()}
+    runs = []
+    for run_dir in dirs:
+        if cache_dir is None or not plain:
+            runs.append(report_data.collect(run_dir, want, **shared))
+            continue
+        if run_dir.parent not in caches:
+            caches[run_dir.parent] = RecordCache.for_parent(cache_dir, run_dir.parent)
+        cache = caches[run_dir.parent]
+        current = stamp(str(run_dir))
+        record = cache.get(run_dir.name, current)
+        if record is None:
+            record = report_data.collect(run_dir, want, **shared)
+            cache.put(run_dir.name, current, record)
+        runs.append(record)
+    for cache in caches.values():
+        cache.save()
     for run in runs:
         _prefer_fetch_record(run)
     return runs
 
 
 def _resolve(sources: Sequence[str], artifacts: Path) -> list[Path]:
-    seen: dict[Path, None] = {}
+    seen: dict[str, Path] = {}
     for source in sources:
         for path in _expand(source, artifacts):
-            seen.setdefault(path.absolute(), None)
-    return list(seen)
+            seen.setdefault(os.path.abspath(path), path)
+    return list(seen.values())
 
 
 def _expand(source: str, artifacts: Path) -> list[Path]:
@@ -103,10 +127,10 @@ def _expand(source: str, artifacts: Path) -> list[Path]:
 
 def _dirs_at(path: Path) -> list[Path]:
     """A run dir itself (it has spec.json), or a directory of run dirs."""
-    if (path / contract.SPEC).exists() or not any(
-            (p / contract.SPEC).exists() for p in report_data.run_dirs(path, None)):
+    if (path / contract.SPEC).exists():
         return [path]
-    return report_data.run_dirs(path, None)
+    inside = report_data.run_dirs(path, None)
+    return inside if any((p / contract.SPEC).exists() for p in inside) else [path]
 
 
 def _prefer_fetch_record(run: dict[str, Any]) -> None:

@@ -104,10 +104,18 @@ def differing_keys(runs: Sequence[dict[str, Any]]) -> list[str]:
     for run in valid:
         for key in run.get("config") or {}:
             keys.setdefault(key, None)
-    missing = object()
-    return [k for k in keys
-            if len({json.dumps(r.get("config", {}).get(k, missing), sort_keys=True, default=str)
-                    for r in valid}) > 1]
+    return [k for k in keys if len({_comparable(r["config"].get(k, _MISSING))
+                                    for r in valid}) > 1]
+
+
+_MISSING = ("<absent>",)
+
+
+def _comparable(value: Any) -> Any:
+    """A hashable stand-in for a config value (scalars as themselves, typed: 1 != True)."""
+    if value is None or isinstance(value, (str, int, float, bool, tuple)):
+        return type(value), value
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def build_table(runs: list[dict[str, Any]], metrics: Sequence[str] = ()) -> Table:

@@ -1,0 +1,87 @@
+"""A record cache for local reports: a finished run is read once, not at every report.
+
+A run whose status is recorded (completed, failed, killed, timeout, aborted) never changes its
+summary, config or metadata again. Its record (the plain one of the table formats: no series,
+no per-volume rows) is kept in ``.ops/report-cache/<hash of the runs' parent dir>.json`` with
+a stamp of the files it came from: inode, size, mtime and ctime (ns) of spec.json,
+summary.json, run_metadata.json and config_effective.json. The next report lstats those files
+(no open, no parse) and reuses the record when the stamp is unchanged; any change, a live or
+invalid run, or a damaged cache file means the run is read again. ``--no-cache`` skips it.
+
+The stamp is taken *before* a run is read, so a file written during the read leaves a stale
+stamp and the run is read again next time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from runner import contract
+
+CACHE_SCHEMA = "ops.report_cache/1"
+STAMPED = (contract.SPEC, contract.SUMMARY, contract.METADATA, contract.CONFIG_EFFECTIVE)
+Stamp = list[list[int] | None]
+
+
+def stamp(run_dir: str) -> Stamp:
+    out: Stamp = []
+    for name in STAMPED:
+        try:
+            info = os.lstat(os.path.join(run_dir, name))
+        except OSError:
+            out.append(None)
+            continue
+        out.append([info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns])
+    return out
+
+
+class RecordCache:
+    """Records of finished runs under one parent dir, keyed by run dir name."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.entries: dict[str, dict[str, Any]] = {}
+        self.changed = False
+        if path is not None:
+            self._load(path)
+
+    @classmethod
+    def for_parent(cls, ops_dir: Path, parent: Path) -> RecordCache:
+        digest = hashlib.sha256(str(parent.absolute()).encode()).hexdigest()[:20]
+        return cls(ops_dir / "report-cache" / f"{digest}.json")
+
+    def _load(self, path: Path) -> None:
+        try:
+            doc = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            return  # absent or damaged: start over
+        if isinstance(doc, dict) and doc.get("schema") == CACHE_SCHEMA and \
+                isinstance(doc.get("runs"), dict):
+            self.entries = doc["runs"]
+
+    def get(self, name: str, current: Stamp) -> dict[str, Any] | None:
+        entry = self.entries.get(name)
+        if isinstance(entry, dict) and entry.get("stamp") == current and \
+                isinstance(entry.get("record"), dict):
+            return dict(entry["record"])
+        return None
+
+    def put(self, name: str, current: Stamp, record: dict[str, Any]) -> None:
+        if record.get("status") in contract.RECORDED_STATUSES:
+            self.entries[name] = {"stamp": current, "record": record}
+            self.changed = True
+        elif self.entries.pop(name, None) is not None:
+            self.changed = True
+
+    def save(self) -> None:
+        if self.path is None or not self.changed:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = json.dumps({"schema": CACHE_SCHEMA, "runs": self.entries},
+                          separators=(",", ":")).encode()
+        contract.atomic_write_bytes(self.path, data)
+        self.changed = False
