@@ -48,6 +48,8 @@ class Findings:
         self._add(False, Violation(file, rule, message))
 
     def _add(self, is_violation: bool, item: Violation) -> None:
+        # values quoted in messages come from the run dir: a message stays one short line
+        item = Violation(fields.clip(item.file, 200), item.rule, fields.clip(item.message))
         key = (is_violation, item.file, item.rule)
         self._counts[key] = self._counts.get(key, 0) + 1
         if self._counts[key] <= SAME_RULE_LIMIT:
@@ -105,7 +107,7 @@ def digest_problem(path: Path, recorded: Mapping[str, Any], *,
             if isinstance(sha, str) else sha
     except FileNotFoundError:
         return "missing", "does not exist"
-    except (OSError, contract.ContractError) as exc:
+    except (OSError, ValueError, contract.ContractError) as exc:
         return "missing", f"unreadable: {fields.clip(str(exc), 200)}"
     if actual_sha != sha:
         return "sha256", (f"sha256 is {str(actual_sha)[:12]}..., "
@@ -115,7 +117,7 @@ def digest_problem(path: Path, recorded: Mapping[str, Any], *,
 
 def inside(base: Path, relative: object) -> Path | None:
     """``base / relative`` when ``relative`` is a relative path without '..', else None."""
-    if not isinstance(relative, str) or not relative:
+    if not isinstance(relative, str) or not relative or "\0" in relative:
         return None
     rel = PurePosixPath(relative)
     if rel.is_absolute() or ".." in rel.parts:
@@ -280,15 +282,21 @@ def check_dataset(run: ParsedRun, out: Findings) -> None:
     manifest = run.docs.get(contract.DATASET_MANIFEST)
     if manifest is None:
         return
-    root = Path(str(manifest.get("root", "")))
-    if not root.is_dir():
+    root_text = manifest.get("root")
+    if not isinstance(root_text, str) or not root_text or "\0" in root_text:
+        out.fail(contract.DATASET_MANIFEST, "L4.dataset-missing",
+                 f"root is {fields.describe(root_text)}, not a directory path")
+        return
+    root = Path(root_text)
+    if not _is_dir(root):
         fetched = fetch_record(run.run_dir)
         if fetched is not None:
+            host = fields.text(fetched.get("host"), 100)
             out.warn(contract.DATASET_MANIFEST, "L4.dataset-elsewhere",
-                     f"dataset root {root} is on {fetched.get('host')}, not here: not checked")
+                     f"dataset root {fields.clip(str(root))} is on {host}, not here: not checked")
         else:
             out.fail(contract.DATASET_MANIFEST, "L4.dataset-missing",
-                     f"dataset root {root} is absent")
+                     f"dataset root {fields.clip(str(root))} is absent")
         return
     files = manifest.get("files")
     for entry in files if isinstance(files, list) else []:
@@ -296,13 +304,19 @@ def check_dataset(run: ParsedRun, out: Findings) -> None:
             continue
         path = inside(root, entry.get("path"))
         if path is None:
-            out.fail(
-                contract.DATASET_MANIFEST, "L4.dataset-missing", f"bad path {entry.get('path')!r}"
-            )
+            bad = fields.describe(entry.get("path"))
+            out.fail(contract.DATASET_MANIFEST, "L4.dataset-missing", f"bad path: {bad}")
             continue
         problem = digest_problem(path, entry, follow_symlinks=True)
         if problem is not None:
             out.fail(str(path), f"L4.dataset-{problem[0]}", problem[1])
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 def check_checkpoints(run: ParsedRun, out: Findings) -> None:
