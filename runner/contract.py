@@ -248,16 +248,19 @@ def read_runner_summary(run_dir: Path) -> dict[str, Any] | None:
     not the runner's (a workload may write a file of that name: it never ends a run), or not
     sealed with the key spec.json commits to. Liveness is not checked here: see
     ``runner.status.final_summary``."""
-    return _runner_summary(Path(run_dir))[0]
+    return runner_summary(Path(run_dir))[0]
 
 
 def summary_problem(run_dir: Path) -> str | None:
     """Why summary.json of ``run_dir`` does not end the run (None when absent or when it is
     the runner's sealed summary)."""
-    return _runner_summary(Path(run_dir))[1]
+    return runner_summary(Path(run_dir))[1]
 
 
-def _runner_summary(run_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
+def runner_summary(run_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(summary, None) when summary.json is the runner's and sealed; (None, why not) when it
+    is present but is not; (None, None) when it is absent."""
+    run_dir = Path(run_dir)
     try:
         doc = read_json(run_dir / SUMMARY)
     except FileNotFoundError:

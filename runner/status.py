@@ -199,9 +199,8 @@ def _invalid(info: dict[str, Any], reason: str) -> dict[str, Any]:
 
 def _summary_status(run_dir: Path, info: dict[str, Any], *, wrapper_running: bool) -> bool:
     """Fill ``info`` from summary.json; False when no summary of the runner's ends the run."""
-    summary = contract.read_runner_summary(run_dir)
+    summary, problem = contract.runner_summary(run_dir)
     if summary is None:
-        problem = contract.summary_problem(run_dir)
         if problem is not None:
             info["notes"].append(fields.clip(f"summary.json ignored: {problem}"))
         return False
