@@ -1,7 +1,8 @@
 """A record cache for local reports: a finished run is read once, not at every report.
 
 A run whose status is recorded (completed, failed, killed, timeout, aborted) never changes its
-summary, config or metadata again. Its record (the plain one of the table formats: no series,
+summary, config or metadata again (nor does a run made invalid by a damaged spec.json or
+summary.json, until those files change). Its record (the plain one of the table formats: no series,
 no per-volume rows) is kept in ``.ops/report-cache/<hash of the runs' parent dir>.json`` with
 a stamp of the files it came from: inode, size, mtime and ctime (ns) of spec.json,
 summary.json, run_metadata.json and config_effective.json. The next report lstats those files
@@ -60,18 +61,48 @@ class RecordCache:
         except (OSError, ValueError):
             return  # absent or damaged: start over
         if isinstance(doc, dict) and doc.get("schema") == CACHE_SCHEMA and \
-                isinstance(doc.get("runs"), dict):
-            self.entries = doc["runs"]
+                isinstance(doc.get("runs"), dict) and isinstance(doc.get("configs"), list):
+            self.entries = self._resolved(doc["runs"], doc["configs"])
 
     def get(self, name: str, current: Stamp) -> dict[str, Any] | None:
         entry = self.entries.get(name)
-        if isinstance(entry, dict) and entry.get("stamp") == current and \
-                isinstance(entry.get("record"), dict):
-            return dict(entry["record"])
-        return None
+        if not (isinstance(entry, dict) and entry.get("stamp") == current and
+                isinstance(entry.get("record"), dict)):
+            return None
+        return dict(entry["record"])
+
+    @staticmethod
+    def _resolved(runs: dict[str, Any], configs: list[Any]) -> dict[str, dict[str, Any]]:
+        """Entries with their config back in place; an entry that does not fit is dropped."""
+        out = {}
+        for name, entry in runs.items():
+            record = entry.get("record") if isinstance(entry, dict) else None
+            ref = record.pop("config_ref", None) if isinstance(record, dict) else None
+            if isinstance(ref, int) and 0 <= ref < len(configs) and \
+                    isinstance(configs[ref], dict):
+                record["config"] = configs[ref]  # type: ignore[index]
+                out[name] = entry
+        return out
+
+    def _interned(self) -> dict[str, Any]:
+        """Runs with each distinct config stored once (a sweep's runs share most of it)."""
+        configs: list[dict[str, Any]] = []
+        index: dict[str, int] = {}
+        runs: dict[str, Any] = {}
+        for name, entry in self.entries.items():
+            record = {k: v for k, v in entry["record"].items() if v is not None}
+            if "config" in record:
+                config = record.pop("config")
+                text = json.dumps(config, sort_keys=True)
+                if text not in index:
+                    index[text] = len(configs)
+                    configs.append(config)
+                record["config_ref"] = index[text]
+            runs[name] = {"stamp": entry["stamp"], "record": record}
+        return {"configs": configs, "runs": runs}
 
     def put(self, name: str, current: Stamp, record: dict[str, Any]) -> None:
-        if record.get("status") in contract.RECORDED_STATUSES:
+        if _final(record):
             self.entries[name] = {"stamp": current, "record": record}
             self.changed = True
         elif self.entries.pop(name, None) is not None:
@@ -81,7 +112,19 @@ class RecordCache:
         if self.path is None or not self.changed:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        data = json.dumps({"schema": CACHE_SCHEMA, "runs": self.entries},
+        data = json.dumps({"schema": CACHE_SCHEMA, **self._interned()},
                           separators=(",", ":")).encode()
         contract.atomic_write_bytes(self.path, data)
         self.changed = False
+
+
+def _final(record: dict[str, Any]) -> bool:
+    """A record that only a change of its stamped files can change: a recorded status, or
+    invalid because spec.json or summary.json is damaged."""
+    if record.get("status") in contract.RECORDED_STATUSES:
+        return True
+    reason = str(record.get("reason") or "")
+    return record.get("status") == "invalid" and reason.startswith(STAMPED_REASONS)
+
+
+STAMPED_REASONS = ("spec.json:", "summary.json:")

@@ -116,10 +116,12 @@ def _curves(plt: Any, runs: Sequence[dict[str, Any]]) -> list[str]:
     for run in [r for r in runs if r.get("series")][:MAX_CURVE_RUNS]:
         series = run["series"]
         losses = [n for n in series if "loss" in n.lower()][:MAX_LINES]
-        rest = [n for n in series if n not in losses and len(series[n]) > 1
-                and not n.endswith(("_ci_low", "_ci_high"))]
-        others = sorted(rest, key=lambda n: "val" not in n.lower())[:MAX_LINES]
-        panels = [p for p in (losses, others) if p] or [list(series)[:MAX_LINES]]
+        rest = sorted((n for n in series if n not in losses and len(series[n]) > 1
+                       and not n.endswith(("_ci_low", "_ci_high"))),
+                      key=lambda n: "val" not in n.lower())
+        scores = [n for n in rest if max(abs(v) for _, v in series[n]) <= 1.5][:MAX_LINES]
+        large = [n for n in rest if n not in scores][:MAX_LINES]  # distances, rates, ...
+        panels = [p for p in (losses, scores, large) if p] or [list(series)[:MAX_LINES]]
         fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 2.8),
                                  squeeze=False)
         for ax, names in zip(axes[0], panels, strict=False):

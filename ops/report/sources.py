@@ -159,8 +159,21 @@ def host_runs(target: Target, run_ids: Sequence[str], want: Want) -> Gathered:
     runs = answer.get("runs")
     if not isinstance(runs, list):
         raise UsageError(f"runner report-data on {target.host.name} answered without runs")
-    return Gathered([r for r in runs if isinstance(r, dict)], f"host {target.host.name}",
+    return Gathered([_normalized(r) for r in runs if isinstance(r, dict)],
+                    f"host {target.host.name}",
                     [g for g in answer.get("gpus") or [] if isinstance(g, dict)])
+
+
+def _normalized(run: dict[str, Any]) -> dict[str, Any]:
+    """A host's record with the containers the report indexes (an older or damaged answer
+    lacks them): config and metrics as objects, notes as a list, the id as a string."""
+    for key in ("config", "metrics_final", "metrics_best", "best_rules"):
+        if not isinstance(run.get(key), dict):
+            run[key] = {}
+    if not isinstance(run.get("notes"), list):
+        run["notes"] = []
+    run["run_id"] = str(run.get("run_id"))
+    return run
 
 
 def select(runs: list[dict[str, Any]], selection: Selection,

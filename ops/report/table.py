@@ -14,7 +14,7 @@ import io
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ops.errors import UsageError
@@ -31,10 +31,13 @@ FIELD_SORT = {"run": "run_id", "status": "status", "preset": "preset", "started"
 class Column:
     key: str  # "run", "config:overrides.loss", "final:dsc_mean", "best:...", "ci:..."
     title: str
+    kind: str = field(init=False)  # field | config | final | best | ci
+    name: str = field(init=False)  # the part after the colon (the key for a field)
 
-    @property
-    def kind(self) -> str:
-        return self.key.split(":", 1)[0] if ":" in self.key else "field"
+    def __post_init__(self) -> None:
+        kind, _, name = self.key.partition(":")
+        object.__setattr__(self, "kind", kind if name else "field")
+        object.__setattr__(self, "name", name or self.key)
 
 
 @dataclass
@@ -45,17 +48,17 @@ class Table:
     config_keys: list[str]
 
     def value(self, run: dict[str, Any], column: Column) -> Any:
-        kind, _, name = column.key.partition(":")
-        if column.kind == "field":
-            return _field(run, column.key)
-        if kind == "config":
-            return run.get("config", {}).get(name)
+        kind = column.kind
         if kind == "final":
-            return run.get("metrics_final", {}).get(name)
+            return run["metrics_final"].get(column.name)
+        if kind == "config":
+            return run["config"].get(column.name)
         if kind == "best":
-            return run.get("metrics_best", {}).get(name)
-        finals = run.get("metrics_final", {})
-        low_key, high_key = ci_keys(name, finals)
+            return run["metrics_best"].get(column.name)
+        if kind == "field":
+            return _field(run, column.key)
+        finals = run["metrics_final"]
+        low_key, high_key = ci_keys(column.name, finals)
         low, high = finals.get(low_key), finals.get(high_key)
         return [low, high] if low is not None and high is not None else None
 
@@ -104,18 +107,16 @@ def differing_keys(runs: Sequence[dict[str, Any]]) -> list[str]:
     for run in valid:
         for key in run.get("config") or {}:
             keys.setdefault(key, None)
-    return [k for k in keys if len({_comparable(r["config"].get(k, _MISSING))
-                                    for r in valid}) > 1]
+    return [k for k in keys if _differs(valid, k)]
+
+
+def _differs(runs: Sequence[dict[str, Any]], key: str) -> bool:
+    """Whether ``key`` has two values (repr: typed, 1 != True != "1") or is absent somewhere."""
+    first = repr(runs[0]["config"].get(key, _MISSING))
+    return any(repr(r["config"].get(key, _MISSING)) != first for r in runs)
 
 
 _MISSING = ("<absent>",)
-
-
-def _comparable(value: Any) -> Any:
-    """A hashable stand-in for a config value (scalars as themselves, typed: 1 != True)."""
-    if value is None or isinstance(value, (str, int, float, bool, tuple)):
-        return type(value), value
-    return json.dumps(value, sort_keys=True, default=str)
 
 
 def build_table(runs: list[dict[str, Any]], metrics: Sequence[str] = ()) -> Table:
@@ -174,17 +175,17 @@ def fmt_duration(seconds: float) -> str:
 
 def cell_text(table: Table, run: dict[str, Any], column: Column) -> str:
     value = table.value(run, column)
-    if column.kind in ("final", "best", "ci"):
+    kind = column.kind
+    if kind in ("final", "best", "ci"):
         return _metric_text(run, column, value)
     if value is None:
         return ""
-    if column.key == "duration" and isinstance(value, (int, float)):
-        return fmt_duration(float(value))
-    if column.key == "started" and isinstance(value, str):
-        return value[:16].replace("T", " ")
+    if isinstance(value, str):
+        return value[:16].replace("T", " ") if column.key == "started" else value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return fmt_number(float(value))
-    return value if isinstance(value, str) else json.dumps(value)
+        return fmt_duration(float(value)) if column.key == "duration" else \
+            fmt_number(float(value))
+    return json.dumps(value)
 
 
 def _metric_text(run: dict[str, Any], column: Column, value: Any) -> str:
