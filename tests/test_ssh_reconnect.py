@@ -71,7 +71,14 @@ def test_a_drop_during_a_command_is_reported_with_a_reason_and_never_rerun(
         ssh_host: SSHHost, sshd: Sshd, tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     ssh_host.exec(["true"])
-    threading.Timer(0.5, sshd.drop, [ssh_host]).start()
+
+    def drop_once_started() -> None:  # the command has run its first line: drop it now
+        deadline = time.monotonic() + 10
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        sshd.drop(ssh_host)
+
+    threading.Thread(target=drop_once_started, daemon=True).start()
     with pytest.raises(ConnectionLostError) as caught:
         ssh_host.exec(["sh", "-c", f"echo x >> {marker}; sleep 10"], timeout=8)
     assert not caught.value.message.rstrip().endswith(":")
