@@ -12,7 +12,9 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import math
 import os
+import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ class ContractError(Exception):
 JSON_LIMIT = 16 << 20  # bytes: the cap on one JSON document of the contract
 JSONL_LIMIT = 256 << 20  # bytes: the cap read from one JSONL file
 MAX_DEPTH = 100  # nesting levels a contract document may have; deeper is not ours
+MAX_INT_DIGITS = 300  # longer integers do not fit a float: no contract number needs them
 _OPEN_FLAGS = (os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
                | getattr(os, "O_NOCTTY", 0))
 
@@ -132,18 +135,48 @@ def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
     return False
 
 
+_RISKY_NUMBER = f"[0-9]{{{MAX_INT_DIGITS // 2}}}|[eE]\\+?[0-9]{{3}}"
+_RISKY_NUMBER_RE = re.compile(_RISKY_NUMBER)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is out of range (numbers must be finite)")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {len(text)} digits is out of range")
+    return int(text)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed in contract files")
+
+
+# built once: json.loads with any option builds a new decoder on every call
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_CHECKING_DECODER = json.JSONDecoder(parse_constant=_reject_constant,
+                                     parse_float=_finite_float, parse_int=_bounded_int)
+
+
 def parse_json(data: bytes | str) -> Any:
-    """json.loads for untrusted text: NaN/Infinity, invalid UTF-8 and nesting deeper than
-    MAX_DEPTH raise ValueError (RecursionError never escapes)."""
+    """json.loads for untrusted text: NaN/Infinity (also as an overflowing literal such as
+    1e400), integers beyond any float, invalid UTF-8 and nesting deeper than MAX_DEPTH raise
+    ValueError (RecursionError never escapes)."""
     try:
-        value = json.loads(data, parse_constant=_reject_constant)
-    except RecursionError as exc:
-        raise ValueError("nested too deeply") from exc
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
     except UnicodeDecodeError as exc:
         raise ValueError(f"not UTF-8: {exc.reason}") from exc
-    brackets = data.count(b"[") + data.count(b"{") if isinstance(data, bytes) else \
-        data.count("[") + data.count("{")
-    if brackets > MAX_DEPTH and too_deep(value):
+    # numbers that could overflow a float are rare: only text that has one pays for the hooks
+    decoder = _CHECKING_DECODER if _RISKY_NUMBER_RE.search(text) else _DECODER
+    try:
+        value = decoder.decode(text)
+    except RecursionError as exc:
+        raise ValueError("nested too deeply") from exc
+    if text.count("[") + text.count("{") > MAX_DEPTH and too_deep(value):
         raise ValueError(f"nested more than {MAX_DEPTH} levels deep")
     return value
 
@@ -167,10 +200,6 @@ def read_json_or_none(path: Path, limit: int | None = None) -> dict[str, Any] | 
         return read_json(path, limit)
     except (OSError, ContractError):
         return None
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed in contract files")
 
 
 @dataclass

@@ -93,7 +93,8 @@ def test_deep_nesting_is_a_bad_line_not_a_crash(tmp_path: Path) -> None:
 
 
 def test_parse_json_rejects_what_the_contract_never_writes() -> None:
-    for text in (b"NaN", b'{"x": Infinity}', b"\xff\xfe{}"):
+    for text in (b"NaN", b'{"x": Infinity}', b"\xff\xfe{}", b"1e400", b"-1e400",
+                 b"1" + b"0" * 400):
         with pytest.raises(ValueError):
             contract.parse_json(text)
     assert contract.parse_json(b'{"a": [[1]]}') == {"a": [[1]]}
@@ -153,3 +154,16 @@ def test_a_fifo_never_hangs_status_list_show_or_validate(tmp_path: Path, name: s
     show = subprocess.run([sys.executable, "-m", "runner", "show", str(run_dir), contract.SPEC],
                           capture_output=True, text=True, timeout=8, check=False, cwd=REPO)
     assert show.returncode == (1 if name == contract.SPEC else 0), show.stdout
+
+
+def test_the_wrapper_end_of_run_read_survives_a_deeply_nested_metrics_line(
+        tmp_path: Path) -> None:
+    from runner.finish import metrics_from_log
+
+    _write(tmp_path / contract.METRICS,
+           '{"step": 1, "metrics": {"loss": 0.5}}\n'
+           f'{{"step": 2, "metrics": {{"loss": {NESTED}}}}}\n'
+           '{"step": 3, "metrics": {"loss": 0.25}}\n'
+           f'{{"step": 4, "metrics": {{"loss": 1{"0" * 400}, "acc": 1e999}}}}\n')
+    final, best = metrics_from_log(tmp_path, {"loss": "min"})
+    assert final["loss"] == 0.25 and best["loss"] == 0.25
