@@ -9,12 +9,15 @@ user would do instead.
    (`python -m runner exec`, a command printing 200 training lines, metrics_from_stdout), then
    cloned RUNS times (every contract file, its run id rewritten, the `lr` override varied over
    four values so one config key differs; one run in a hundred gets a corrupt summary.json,
-   which the report must list as invalid). Timed as a user runs it, a fresh process each time:
-   `python -m ops report ROOT --format table` against a naive script in the same interpreter
-   that walks the root and `json.loads` every `.json` file (and every line of every `.jsonl`
-   file) of every run, then prints one line per run. Wall time and peak RSS (from wait4) of
-   each; one untimed warm-up each, then REPEATS (default 5) alternating rounds; min, median,
-   max. Targets (issue 10): ops under 2 s and under 500 MB.
+   which the report must list as invalid). Timed as a user runs it, a fresh process each
+   time: `python -m ops report ROOT --format table` against a naive script in the same
+   interpreter that walks the root and `json.loads` every `.json` file (and every line of
+   every `.jsonl` file) of every run, then prints one line per run. Wall time and peak RSS
+   (from wait4) of each. First COLD_REPEATS (default 2) runs with `--no-cache` (every run dir
+   read and its status derived); then one untimed run that fills the record cache
+   (.ops/report-cache) and one naive warm-up; then REPEATS (default 5) alternating rounds of
+   the cached report and the naive script; min, median, max. Targets (issue 10): ops under
+   2 s and under 500 MB. The figures depend on the machine's load: it is printed with them.
 2. **Remote, HOST_RUNS run dirs** (default 1,000) on a loopback sshd (the test suite's
    throwaway OpenSSH server; the "pod" is this machine, reached only through SSH): the report's
    gathering step, `sources.host_runs` on a connected target (one `runner report-data` round
@@ -282,6 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows += bench_remote(work / "remote", template, args.host_runs, args.repeats)
     print()
     print(table(rows, ["measure", "ops", "baseline", "ops/baseline", "target", "met"]))
+    print(f"load average after the run: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on "
+          f"{os.cpu_count()} CPUs")
     return 0 if all(r[-1] != "NO" for r in rows) else 1
 
 
