@@ -139,10 +139,10 @@ def _file_kind_problem(run_dir: Path) -> str | None:
 
 def _record(run_dir: Path, info: dict[str, Any], want: Want, spec: dict[str, Any],
             summary: dict[str, Any]) -> dict[str, Any]:
-    record = {k: info.get(k) for k in ("run_id", "run_dir", "status", "reason", "preset",
-                                       "kind", "sweep_id", "created_at", "exit_code",
-                                       "ended_at", "elapsed_s", "step", "phase",
-                                       "heartbeat_age_s", "tmux_session", "tmux_alive")}
+    record = dict(info)  # every field the status check gives, then the report's own
+    record.update({k: info.get(k) for k in ("run_id", "run_dir", "status", "reason", "preset",
+                                            "kind", "sweep_id", "created_at", "exit_code",
+                                            "ended_at", "elapsed_s")})
     record["notes"] = [str(n) for n in _as_list(info.get("notes"))]
     failure = _as_dict(info.get("failure"))
     record["failure"] = ({"class": _str(failure.get("class")),

@@ -137,3 +137,21 @@ def test_diff_sections_over_synthetic_runs(tmp_path: Path) -> None:
     assert "code: commit aaaaaaaaaa -> bbbbbbbbbb (dirty)" in doc["differences"]
     assert "env: 3 packages differ" in doc["differences"]
     assert json.dumps(doc)  # JSON-able as it stands
+
+
+def test_status_detail_text_is_safe_and_shows_folds() -> None:
+    from ops.report.detail import detail_text
+
+    run = {"run_id": "r", "status": "completed", "reason": None,
+           "stdout_tail": ["ok", "\x1b[2J\x1b]0;evil\x07title"], "notes": ["a\nb"],
+           "metrics_final": {"fold0/dsc_mean": 0.5, "fold0/dsc_ci_low": 0.4,
+                             "fold0/dsc_ci_high": 0.6, "fold1/dsc_mean": 0.7, "dsc_mean": 0.6,
+                             "loss": None},
+           "wandb": {"run_id": "abc", "url": "https://wandb.example/abc"},
+           "heartbeat": {"age_s": 3.5, "step": 12, "phase": "train"}, "gpus_now": []}
+    text = detail_text(run)
+    assert "\x1b" not in text and "\\x1b[2J" in text and "note: a\\nb" in text
+    assert "  fold 0   0.5 [0.4, 0.6]" in text and "  fold 1   0.7" in text
+    assert "overall  0.6" in text and "non-finite" in text
+    assert "wandb          abc https://wandb.example/abc" in text
+    assert "heartbeat      3.5 s ago, step 12, phase train" in text

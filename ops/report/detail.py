@@ -82,8 +82,14 @@ def fold_table(metrics: dict[str, Any]) -> list[str]:
     for row in rows:
         table.append([row, *(_mean_ci(cells[row].get(m)) for m in names)])
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
-    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+    return ["  ".join(printable(c, 60).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
             for r in table]
+
+
+def _metric(value: Any) -> str:
+    if value is None:
+        return "non-finite"
+    return fmt_number(float(value)) if isinstance(value, (int, float)) else printable(value, 60)
 
 
 def _mean_ci(cell: dict[str, float] | None) -> str:
@@ -95,9 +101,20 @@ def _mean_ci(cell: dict[str, float] | None) -> str:
     return text
 
 
+CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+TEXT_LIMIT = 300
+
+
+def printable(value: Any, limit: int = TEXT_LIMIT) -> str:
+    """A value from a run dir as one safe line: control characters (terminal escapes, line
+    breaks) shown escaped, long text clipped."""
+    text = CONTROL_RE.sub(lambda m: repr(m.group())[1:-1], str(value))
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _kv(lines: list[str], key: str, value: Any) -> None:
     if value is not None and value != "":
-        lines.append(f"{key:14} {value}")
+        lines.append(f"{key:14} {printable(value)}")
 
 
 def detail_text(run: dict[str, Any]) -> str:
@@ -133,13 +150,12 @@ def detail_text(run: dict[str, Any]) -> str:
     if table or flat:
         lines.append("metrics:")
         lines += [f"  {line}" for line in table]
-        lines += [f"  {k:20} {'non-finite' if v is None else fmt_number(v)}"
-                  for k, v in flat.items()]
+        lines += [f"  {printable(k, 40):20} {_metric(v)}" for k, v in flat.items()]
         if hidden:
             lines.append(f"  ({hidden} more per-fold values: --json)")
     tail = run.get("stdout_tail") or []
     if tail:
         lines.append(f"stdout.log (last {len(tail)} lines):")
-        lines += [f"  | {line}" for line in tail]
-    lines += [f"note: {n}" for n in run.get("notes") or []]
+        lines += [f"  | {printable(line, 500)}" for line in tail]
+    lines += [f"note: {printable(n)}" for n in run.get("notes") or []]
     return "\n".join(lines)
