@@ -56,13 +56,14 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 def sweep_report(root: Path) -> str:
-    dirs = [write_run(root, seg_run("sweep-dice_ce", "dice_ce", 0.0)),
-            write_run(root, seg_run("sweep-cldice", "cldice", 0.04,
-                                    started_at="2026-01-02T11:00:00.000Z")),
-            write_run(root, seg_run("sweep-warp", "warp", -0.02,
-                                    started_at="2026-01-02T12:00:00.000Z")),
-            write_run(root, FakeRun("broken", status="failed", started_at="2026-01-03T00:00:00Z",
-                                    failure={"class": "exit_code", "message": "exit 1"}))]
+    """The four losses of the loss sweep (one run each, the same splits) and a failed run."""
+    losses = (("dice_ce", 0.0), ("cbdice", 0.01), ("dice_ce_cldice", 0.04), ("warp", -0.02))
+    dirs = [write_run(root, seg_run(f"sweep-{loss}", loss, offset,
+                                    started_at=f"2026-01-02T1{i}:00:00.000Z"))
+            for i, (loss, offset) in enumerate(losses)]
+    dirs.append(write_run(root, FakeRun("broken", status="failed",
+                                        started_at="2026-01-03T00:00:00.000Z",
+                                        failure={"class": "exit_code", "message": "exit 1"})))
     want = build.ReportOptions(fmt="html", group_by="loss").want()
     runs = [collect(d, want) for d in dirs]
     options = build.ReportOptions(fmt="html", group_by="loss")
@@ -76,8 +77,11 @@ def test_html_report_loads_without_errors_and_screenshots(tmp_path: Path) -> Non
     text = page.read_text()
     assert NETWORK_RE.search(text) is None, "the page must not load anything from a network"
     assert "<script" not in text.lower()
-    assert text.count("<svg") >= 5  # 3 learning-curve figures, per-fold, per-volume
-    assert "sweep-cldice" in text and "p=" in text and "dz=" in text
+    assert text.count("<svg") >= 6  # 4 learning-curve figures, per-fold, per-volume
+    for loss in ("dice_ce (ref)", "cbdice", "dice_ce_cldice", "warp"):
+        assert f"<td>{loss}</td>" in text  # a row of the loss x metric table
+    assert text.count("p=") == 12 and text.count("dz=") == 12  # 3 losses x 4 metrics
+    assert "broken</b> failed: exit 1" in text
     shot = Path(os.environ.get("OPS_REPORT_SCREENSHOT") or tmp_path / "report.png")
     messages = open_in_chromium(page, shot, tmp_path / "profile")
     assert messages == []
