@@ -13,7 +13,7 @@ from .conftest import Project, base_config
 
 pytestmark = [pytest.mark.tmux, pytest.mark.slow]
 
-SMALL = {"filters": "4,8,16", "patch_size": "16x16x4", "num_threads": 1}
+SMALL = {"filters": "4,8,16", "patch_size": "16x16x8", "num_threads": 1}
 
 
 @pytest.fixture
@@ -44,7 +44,10 @@ def test_debug_flagship_run_completes_and_validates(seg_project: Project) -> Non
                 assert f"{fold}{name}_{part}" in final, f"{fold}{name}_{part}"
     assert final["folds_completed"] == 2
     effective = json.loads((run_dir / "config_effective.json").read_text())
-    assert effective["derived"]["workload"]["patch_size"] == [16, 16, 4]
+    assert effective["derived"]["workload"]["patch_size"] == [16, 16, 8]
+    # the 5-slice volume is padded up to the patch, and config_effective.json says so
+    assert effective["derived"]["workload"]["padding"]["volumes"] == [
+        {"name": "vessel_001", "shape": [32, 32, 5], "pad": [0, 0, 3]}]
     assert "--debug=True" in effective["derived"]["argv"]
     assert "--wandb=offline" in effective["derived"]["argv"]
     # W&B offline for real: the run lives in the run dir, under the id ops chose up front
@@ -59,4 +62,5 @@ def test_guard_refusal_is_a_failed_run_with_class_guard(seg_project: Project) ->
                              "--set", "patch_size=64x64x4", "-f", timeout=300)
     assert result.exit_code == 10
     failure = seg_project.summary("seg-2")["failure"]
-    assert failure["class"] == "guard" and "patch_size 64x64x4 cannot fit" in failure["message"]
+    assert failure["class"] == "guard"
+    assert "patch_size 64x64x4 is larger than every volume" in failure["message"]

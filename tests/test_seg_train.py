@@ -135,8 +135,8 @@ def test_each_loss_takes_one_finite_step(dataset: Path, loss: str) -> None:
 @pytest.mark.parametrize(("patch", "message"), [
     ("18x16x4", "does not divide by the network's stride product 4x4x1: x=18 (divisor 4); "
                 "use patch_size=16x16x4"),
-    ("64x64x4", "patch_size 64x64x4 cannot fit: the smallest volume padded to the divisor "
-                "is 32x32x5; use patch_size=32x32x4"),
+    ("64x64x4", "patch_size 64x64x4 is larger than every volume: the largest, padded to the "
+                "divisor, is 32x32x36; use patch_size=32x32x4"),
 ], ids=["indivisible", "too-large"])
 def test_guard_refuses_impossible_patch(dataset: Path, tmp_path: Path, patch: str,
                                         message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -146,6 +146,29 @@ def test_guard_refuses_impossible_patch(dataset: Path, tmp_path: Path, patch: st
     assert message in capsys.readouterr().err
     failure = events(tmp_path / "run", "failure")[0]
     assert failure["failure_class"] == "guard" and message in failure["message"]
+
+
+def test_auto_patch_pads_the_thin_volume_instead_of_shrinking_to_it(dataset: Path) -> None:
+    """nnU-Net's rule: the median shape caps the auto patch, not the 5-slice volume, which
+    is padded up to the patch (and the padding is recorded)."""
+    profile = profile_dataset(dataset)
+    assert min(v.shape[2] for v in profile.volumes) == 5
+    plan = compute.resolve(TrainParams(data_dir=str(dataset)), profile,
+                           compute.detect_hardware(with_gpu=False))
+    assert plan.patch_size == (32, 32, 8)
+    assert plan.padding["volumes"] == [{"name": "vessel_001", "shape": [32, 32, 5],
+                                        "pad": [0, 0, 3]}]
+    assert plan.to_json()["padding"]["n_padded"] == 1
+    cache = volume_cache(case_records(profile), 1.0, "cpu")
+    thin = cache[1]
+    assert thin["name"] == "vessel_001"
+    crops = VesselCrops(plan.patch_size, num_samples=4)
+    crops.set_random_state(0)
+    for crop in crops(thin):
+        assert tuple(crop["image"].shape) == (1, 32, 32, 8)
+        assert int(crop["label"].sum()) == int(thin["label"].sum())  # all of it, once
+        flat = crop["image"].reshape(-1, 8).abs().sum(dim=0)
+        assert int((flat == 0).sum()) == 3  # three slices of padding (z-scored zero)
 
 
 def test_non_finite_loss_stops_the_run_with_a_clear_failure(

@@ -9,14 +9,22 @@ host's 2 TB in /proc/meminfo is still sized to its 64 GB limit. GPUs come from N
 ``resolve`` turns params + dataset profile + hardware into a ``Plan``: an explicit param always
 wins; ``auto`` ones follow the profile table. Guards then refuse settings that cannot work,
 with a ``GuardError`` saying what to change: a patch that does not divide by the network's
-strides or is larger than the padded smallest volume, a cache larger than the RAM budget, a
-batch whose estimated activations exceed the GPU's memory, an AMP mode the device lacks.
+strides or is larger than every volume (all padding on some axis), a cache larger than the RAM
+budget, a batch whose estimated activations exceed the GPU's memory, an AMP mode the device lacks.
+
+Small volumes are padded, not obeyed (nnU-Net's rule): the auto patch is capped by the *median*
+shape of the dataset (rounded up to the network's divisor), never by the smallest volume, so one
+5-slice stack does not make every patch 5 slices thick. A volume smaller than the patch on some
+axis is zero-padded (after z-scoring, so the padding reads as mean intensity and background
+label) by the crop in training and by the sliding window in validation; ``Plan.padding`` lists
+each such volume and how many voxels it gains per axis, and lands in derived.json.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +34,7 @@ import psutil
 from runner import gpu
 from runner.seg.model import NetworkPlan, floor_to_divisor, parameter_count, plan_network
 from runner.seg.params import TrainParams
-from runner.seg.profile import DatasetProfile, safe_patch
+from runner.seg.profile import DatasetProfile, VolumeInfo
 
 Triple = tuple[int, int, int]
 GIB = 1 << 30
@@ -95,6 +103,7 @@ class Plan:
     num_threads: int
     hardware: Hardware
     estimates: dict[str, float] = field(default_factory=dict)
+    padding: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         hw = self.hardware
@@ -107,7 +116,8 @@ class Plan:
                              "ram_available_bytes": hw.ram_available,
                              "ram_source": hw.ram_source, "gpu": hw.gpu_name,
                              "vram_total_bytes": hw.vram_total, "bf16": hw.bf16},
-                "estimates": {k: round(v, 3) for k, v in self.estimates.items()}}
+                "estimates": {k: round(v, 3) for k, v in self.estimates.items()},
+                "padding": self.padding}
 
 
 # -- hardware ---------------------------------------------------------------------------------
@@ -245,6 +255,7 @@ def resolve(params: TrainParams, profile: DatasetProfile, hw: Hardware) -> Plan:
                       "dataset_cached_gib": cache_bytes / GIB,
                       "ram_budget_gib": ram_budget(hw) / GIB,
                       "vram_batch_gib": vram_estimate(batch, patch, network, amp) / GIB}
+    plan.padding = padding_report(patch, profile.volumes)
     check_guards(plan, params, profile)
     return plan
 
@@ -263,13 +274,37 @@ def _patch_and_network(params: TrainParams, target: Triple, spacing: list[float]
     if params.patch_size is not None:  # explicit: plan for it; the guards judge it
         return params.patch_size, plan_network(spacing, params.patch_size, filters)
     network = plan_network(spacing, target, filters)
-    fitted = [min(t, s) for t, s in zip(target, safe_patch(shapes, network.divisor),
-                                        strict=True)]
-    patch = floor_to_divisor(fitted, network.divisor)
+    patch = _capped(target, shapes, network.divisor)
     network = plan_network(spacing, patch, filters)  # a smaller patch may need fewer strides
-    fitted = [min(p, s) for p, s in zip(patch, safe_patch(shapes, network.divisor),
-                                        strict=True)]
-    return floor_to_divisor(fitted, network.divisor), network
+    return _capped(patch, shapes, network.divisor), network
+
+
+def _capped(patch: Triple, shapes: list[Triple], divisor: Triple) -> Triple:
+    cap = median_cap(shapes, divisor)
+    return floor_to_divisor([min(p, c) for p, c in zip(patch, cap, strict=True)], divisor)
+
+
+def median_cap(shapes: list[Triple], divisor: Triple) -> Triple:
+    """Per axis: the median shape rounded up to the divisor, the largest auto patch."""
+    cap = [math.ceil(statistics.median(s[axis] for s in shapes) / d) * d
+           for axis, d in enumerate(divisor)]
+    return cap[0], cap[1], cap[2]
+
+
+def shape_ceiling(shapes: list[Triple], divisor: Triple) -> Triple:
+    """Per axis: the largest shape rounded up to the divisor; beyond it a patch is all padding
+    on that axis for every volume."""
+    top = [math.ceil(max(s[axis] for s in shapes) / d) * d for axis, d in enumerate(divisor)]
+    return top[0], top[1], top[2]
+
+
+def padding_report(patch: Triple, volumes: list[VolumeInfo]) -> dict[str, Any]:
+    """Which volumes are smaller than the patch, and the voxels each gains per axis."""
+    padded = [{"name": v.name, "shape": list(v.shape),
+               "pad": [max(0, p - n) for p, n in zip(patch, v.shape, strict=True)]}
+              for v in volumes if any(n < p for p, n in zip(patch, v.shape, strict=True))]
+    return {"mode": "zero-pad to the patch after z-scoring (label: background)",
+            "n_padded": len(padded), "n_volumes": len(volumes), "volumes": padded}
 
 
 def _amp(requested: str, device: str, hw: Hardware) -> str:
@@ -352,11 +387,11 @@ def check_patch(patch: Triple, network: NetworkPlan, shapes: list[Triple]) -> No
         raise GuardError(f"patch_size {_fmt(patch)} does not divide by the network's stride "
                          f"product {_fmt(divisor)}: {', '.join(bad)}; use patch_size={fixed} "
                          "or patch_size=auto")
-    limit = safe_patch(shapes, divisor)
+    limit = shape_ceiling(shapes, divisor)
     if any(p > s for p, s in zip(patch, limit, strict=True)):
         fixed = "x".join(str(min(p, s)) for p, s in zip(patch, limit, strict=True))
-        raise GuardError(f"patch_size {_fmt(patch)} cannot fit: the smallest volume padded to "
-                         f"the divisor is {_fmt(limit)}; use patch_size={fixed} or "
+        raise GuardError(f"patch_size {_fmt(patch)} is larger than every volume: the largest, "
+                         f"padded to the divisor, is {_fmt(limit)}; use patch_size={fixed} or "
                          "patch_size=auto")
 
 
