@@ -21,6 +21,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ops.cli import render
+from ops.errors import HostError
+from ops.services import runs as runs_service
 from runner import contract, status
 from runner.validate import validate_run_dir
 
@@ -145,3 +148,21 @@ def test_many_hostile_files_never_break_a_reader(templates: dict[bool, Path],
         for name in names:
             place(run_dir, name, data.draw(content(name)))
         check_readers(root, run_dir)
+
+
+status_keys = st.sampled_from(["run_id", "status", "reason", "preset", "step", "failure",
+                               "metrics_final", "notes", "started_at", "tmux_alive",
+                               "exit_code", "heartbeat_age_s", "kind"])
+
+
+@settings(max_examples=100, derandomize=True, deadline=None)
+@given(runs=st.lists(st.dictionaries(status_keys, values, max_size=8), max_size=4))
+def test_ops_rendering_never_breaks_on_a_status_answer(runs: list[dict[str, Any]]) -> None:
+    try:
+        checked = runs_service.checked_runs({"runs": runs})
+    except HostError:
+        return
+    table = render.runs_table(checked)
+    assert "\x1b" not in table
+    for run in checked:
+        render.run_detail(run)
