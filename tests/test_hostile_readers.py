@@ -167,3 +167,14 @@ def test_the_wrapper_end_of_run_read_survives_a_deeply_nested_metrics_line(
            f'{{"step": 4, "metrics": {{"loss": 1{"0" * 400}, "acc": 1e999}}}}\n')
     final, best = metrics_from_log(tmp_path, {"loss": "min"})
     assert final["loss"] == 0.25 and best["loss"] == 0.25
+
+
+@pytest.mark.timeout(15)
+def test_tail_of_a_fifo_log_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    run_dir = _ended_run(tmp_path)
+    (run_dir / contract.STDOUT_LOG).unlink()
+    os.mkfifo(run_dir / contract.STDOUT_LOG)
+    proc = subprocess.run([sys.executable, "-m", "runner", "tail", str(run_dir)],
+                          capture_output=True, text=True, timeout=10, check=False, cwd=REPO)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "FIFO" in json.loads(proc.stdout)["error"]["message"]
