@@ -21,6 +21,15 @@ patches per second, the share of wall time spent waiting for the next batch, pea
 process and its workers, and on a GPU the mean utilisation (NVML, sampled every 50 ms) and the
 peak memory torch allocated. Targets (issue 4, GPU): ours >= 8x the naive patches/s, GPU busy
 above 90 %.
+
+On a lent GPU machine (issue 12: these figures have not been measured yet), record the whole
+output of ``bench/bench_monai.py --size 256 --n 24`` (s/epoch, patches/s of both pipelines and
+their ratio, GPU busy %, peak GPU MiB, the compute profile line), then the flagship itself:
+``ops data synth --out data/vessels --n 24 --size 256`` and ``ops run submit -p dice_ce_3fold
+--set max_epochs=2 --set fold_indices=0 --follow``, reading ``fold0/epoch_seconds`` and ``fold0/patches_per_s`` from
+its metrics.jsonl and ``derived.workload.compute_profile`` from its config_effective.json. On a
+CPU the bench runs at any size (``--size 32 --n 4 --epochs 2 --workers 1 --threads 1`` takes
+seconds) but says nothing about the GPU targets.
 """
 
 from __future__ import annotations
@@ -181,7 +190,9 @@ def run_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     patches = sum(t[0] for t in timed)
     seconds = sum(t[1] for t in timed)
     return {"pipeline": args.pipeline, "device": plan.device, "amp": plan.amp
-            if args.pipeline == "ours" else "none", "patch": list(plan.patch_size),
+            if args.pipeline == "ours" else "none", "profile": plan.profile,
+            "filters": list(plan.network.filters), "gpu": plan.hardware.gpu_name,
+            "padded_volumes": plan.padding.get("n_padded"), "patch": list(plan.patch_size),
             "batch": plan.batch_size, "epochs_timed": len(timed),
             "s_per_epoch": seconds / max(1, len(timed)), "patches_per_s": patches / seconds,
             "data_wait": sum(t[2] for t in timed) / seconds, "peak_rss_mib": monitor.peak_rss
@@ -241,7 +252,9 @@ def render(results: list[dict[str, Any]]) -> str:
     naive, ours = results
     first = results[0]
     return "\n".join([
-        f"patch {'x'.join(map(str, first['patch']))}, batch {first['batch']}, "
+        f"compute profile {first['profile']} ({first['gpu'] or 'no GPU'}): patch "
+        f"{'x'.join(map(str, first['patch']))}, batch {first['batch']}, filters "
+        f"{first['filters']}, {first['padded_volumes']} volume(s) padded to the patch, "
         f"{first['epochs_timed']} timed epochs",
         table(rows, ["pipeline", "device", "s/epoch", "patches/s", "wait %", "RSS MiB",
                      "GPU %", "GPU MiB"], left=2),
