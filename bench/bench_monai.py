@@ -26,8 +26,9 @@ On a lent GPU machine (issue 12: these figures have not been measured yet), reco
 output of ``bench/bench_monai.py --size 256 --n 24`` (s/epoch, patches/s of both pipelines and
 their ratio, GPU busy %, peak GPU MiB, the compute profile line), then the flagship itself:
 ``ops data synth --out data/vessels --n 24 --size 256`` and ``ops run submit -p dice_ce_3fold
---set max_epochs=2 --set fold_indices=0 --follow``, reading ``fold0/epoch_seconds`` and ``fold0/patches_per_s`` from
-its metrics.jsonl and ``derived.workload.compute_profile`` from its config_effective.json. On a
+--set max_epochs=2 --set fold_indices=0 --follow``, reading ``fold0/epoch_seconds`` and
+``fold0/patches_per_s`` from its metrics.jsonl and ``derived.workload.compute_profile`` from
+its config_effective.json. On a
 CPU the bench runs at any size (``--size 32 --n 4 --epochs 2 --workers 1 --threads 1`` takes
 seconds) but says nothing about the GPU targets.
 """
