@@ -11,7 +11,6 @@ from ops.cli import render
 from ops.cli.context import host_options, load, target_for
 from ops.errors import UsageError
 from ops.report import detail, diff
-from ops.report.diff_text import diff_text
 from ops.services import fetch, runs, submit
 
 
@@ -124,7 +123,7 @@ def diff_cmd(ctx: click.Context, run_a: str, run_b: str, sections: tuple[str, ..
     if as_json:
         render.echo_json(doc)
     else:
-        click.echo(diff_text(doc))
+        click.echo(diff.diff_text(doc))
 
 
 @run_group.command("tail")

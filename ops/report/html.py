@@ -97,7 +97,7 @@ def _changes_html(rows: Sequence[dict[str, Any]]) -> str:
 def comparison_html(comparison: dict[str, Any] | None) -> str:
     if not comparison:
         return "<p class='muted'>No per-volume metrics (out/per_volume.json) to compare.</p>"
-    from ops.report.render import comparison_rows
+    from ops.report.build import comparison_rows
 
     headers, rows = comparison_rows(comparison)
     head = "".join(f"<th>{_esc(h)}</th>" for h in headers)
