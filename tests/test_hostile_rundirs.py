@@ -114,7 +114,7 @@ CASES: dict[str, tuple[Mutation, str, str]] = {
     "pid-bool": (_both(_edit(META, process__pid=True), _edit(BEAT, pid=0)), "invalid",
                  "pid is true"),
     "start-time-huge": (_both(_edit(META, process__pid_start_time=10**300),
-                              _edit(BEAT, pid_start_time="x")), "invalid", "pid_start_time"),
+                              _edit(BEAT, pid_start_time="x")), "invalid", "301 digits"),
     "meta-bad-beat-good": (_edit(META, process__pid="12"), "running", ""),
     "beat-step-dict": (_edit(BEAT, step={"a": 1}), "stalled", "step is an object"),
     "beat-nested": (_raw(BEAT, '{"step": ' + NESTED + "}"), "stalled", "heartbeat.json"),
