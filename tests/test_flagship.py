@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,6 +45,13 @@ def test_debug_flagship_run_completes_and_validates(seg_project: Project) -> Non
             for part in ("mean", "ci_low", "ci_high"):
                 assert f"{fold}{name}_{part}" in final, f"{fold}{name}_{part}"
     assert final["folds_completed"] == 2
+    printed = subprocess.run([sys.executable, "-m", "runner.seg.table", str(run_dir)],
+                             capture_output=True, text=True, check=False)
+    assert printed.returncode == 0, printed.stderr
+    lines = printed.stdout.splitlines()  # what `make demo` ends with
+    assert lines[0].startswith("run seg-1: completed in ")
+    assert [line.split()[0] for line in lines[1:]] == ["fold", "----", "0", "1", "all"]
+    assert lines[-1].split()[1] == f"{final['dsc_mean']:.3f}"
     effective = json.loads((run_dir / "config_effective.json").read_text())
     assert effective["derived"]["workload"]["patch_size"] == [16, 16, 8]
     # the 5-slice volume is padded up to the patch, and config_effective.json says so
