@@ -112,3 +112,7 @@ def test_cli_report_and_detail_over_ssh(pod_project: Path,
         main(["run", "status", "never-ran", "--host", "pod"])
     assert done.value.code == 3
     assert "no run 'never-ran'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as done:
+        main(["report", "--host", "pod", "r1-cldice", "gone-1"])
+    assert done.value.code == 3
+    assert "no run 'gone-1' on pod" in capsys.readouterr().err

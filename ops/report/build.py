@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ops.errors import UsageError
+from ops.errors import NotFoundError, UsageError
 from ops.report import analysis, compare, sources
 from ops.report.table import (
     Table,
@@ -86,6 +86,10 @@ def make_report(options: ReportOptions, *, artifacts: Path,
     want = options.want()
     if open_host is not None:
         gathered = sources.host_runs(open_host(), options.selection.sources, want)
+        missing = [r["run_id"] for r in gathered.runs if sources.missing(r)]
+        if missing:
+            raise NotFoundError(f"no run {missing[0]!r} on {gathered.origin[5:]}",
+                                details=[f"also missing: {m}" for m in missing[1:5]])
     else:
         gathered = sources.Gathered(sources.local_runs(options.selection.sources, artifacts,
                                                        want, cache_dir), f"local ({artifacts})"

@@ -24,7 +24,7 @@ def status_detail(target: Target, run_id: str) -> dict[str, Any]:
     if not gathered.runs:
         raise NotFoundError(f"no run {run_id!r} on {target.host.name}")
     run = gathered.runs[0]
-    if run.get("status") == "invalid" and str(run.get("reason", "")).startswith("no run dir"):
+    if sources.missing(run):
         raise NotFoundError(f"no run {run_id!r} under {target.paths.outputs_root} on "
                             f"{target.host.name}")
     return {**run, "gpus_now": gathered.gpus}
@@ -54,7 +54,7 @@ def diff_records(names: Sequence[str], artifacts: Path,
     if remote:
         target = open_host()
         for run in sources.host_runs(target, remote, want).runs:
-            if str(run.get("reason", "")).startswith("no run dir"):
+            if sources.missing(run):
                 raise NotFoundError(f"no run {run['run_id']!r} on {target.host.name} and no "
                                     f"fetched copy under {artifacts}")
             local[str(run["run_id"])] = run

@@ -164,6 +164,12 @@ def host_runs(target: Target, run_ids: Sequence[str], want: Want) -> Gathered:
                     [g for g in answer.get("gpus") or [] if isinstance(g, dict)])
 
 
+def missing(run: dict[str, Any]) -> bool:
+    """A record for a named run id whose directory does not exist on the host."""
+    return run.get("status") == "invalid" and \
+        str(run.get("reason") or "").startswith("no run directory")
+
+
 def _normalized(run: dict[str, Any]) -> dict[str, Any]:
     """A host's record with the containers the report indexes (an older or damaged answer
     lacks them): config and metrics as objects, notes as a list, the id as a string."""
