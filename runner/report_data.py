@@ -103,7 +103,9 @@ def collect(run_dir: Path, want: Want, *, now: float | None = None,
         if problem is not None:
             return _invalid(run_dir, problem)
         summary, corrupt = _summary(run_dir)
-        info = status.run_status(run_dir, now=now, host_boot=host_boot, sessions=sessions)
+        # the detail view stands in for `runner status ROOT RUN`: it tidies an ended run too
+        info = status.run_status(run_dir, now=now, host_boot=host_boot, sessions=sessions,
+                                 tidy=want.detail)
         if corrupt is not None and info.get("status") != "invalid":
             info.update(status="invalid", reason=corrupt)
         return _record(run_dir, info, want, spec, summary)
