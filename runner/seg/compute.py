@@ -47,6 +47,7 @@ VRAM_CACHE_SHARE = 0.3  # cached volumes may live on the GPU when they fit in th
 FG_INDEX_BYTES_PER_VOXEL = 1.0  # foreground indices (int32) for up to 25% vessel voxels
 ACTIVATION_TENSORS = 16  # tensors of size voxels x filters kept per level for backward
 CUDA_CONTEXT_BYTES = GIB
+PADDING_LISTED = 100  # padded volumes named in derived.json; n_padded counts them all
 
 
 class GuardError(ValueError):
@@ -304,7 +305,8 @@ def padding_report(patch: Triple, volumes: list[VolumeInfo]) -> dict[str, Any]:
                "pad": [max(0, p - n) for p, n in zip(patch, v.shape, strict=True)]}
               for v in volumes if any(n < p for p, n in zip(patch, v.shape, strict=True))]
     return {"mode": "zero-pad to the patch after z-scoring (label: background)",
-            "n_padded": len(padded), "n_volumes": len(volumes), "volumes": padded}
+            "n_padded": len(padded), "n_volumes": len(volumes),
+            "volumes": padded[:PADDING_LISTED]}
 
 
 def _amp(requested: str, device: str, hw: Hardware) -> str:
