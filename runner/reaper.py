@@ -175,3 +175,25 @@ def kill_all(procs: list[psutil.Process], redact: Callable[[str], str]) -> list[
         killed.append(record)
     psutil.wait_procs(procs, timeout=2.0)
     return killed
+
+
+def live_wrappers() -> dict[str, int]:
+    """Run directory -> pid of every running `python -m runner exec RUN_DIR`, read from the
+    kernel's process table: unlike run_metadata.json, a workload cannot rewrite it."""
+    found: dict[str, int] = {}
+    for proc in psutil.process_iter(["cmdline"]):
+        argv = proc.info.get("cmdline") or []
+        for index in range(len(argv) - 3):
+            if argv[index:index + 3] == ["-m", "runner", "exec"]:
+                found[_absolute(proc, argv[index + 3])] = proc.pid
+                break
+    return found
+
+
+def _absolute(proc: psutil.Process, path: str) -> str:
+    if not os.path.isabs(path):
+        try:
+            path = os.path.join(proc.cwd(), path)
+        except psutil.Error:
+            return path
+    return os.path.realpath(path)

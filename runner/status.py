@@ -9,6 +9,7 @@ run is gone. Every file of the run dir is untrusted input: a bad one makes that 
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 
 import psutil
 
-from runner import contract, fields, sweep, tmux
+from runner import contract, fields, reaper, sweep, tmux
 from runner import tidy as tidy_module
 
 LAUNCH_WINDOW_SEC = 60.0
@@ -107,7 +108,7 @@ def final_summary(run_dir: Path, *, host_boot: str | None = None) -> dict[str, A
     """The runner's sealed summary.json, and only once the wrapper that owns the run is gone
     (a launch failure has no wrapper: its summary counts at once). None otherwise."""
     summary = contract.read_runner_summary(run_dir)
-    if summary is None:
+    if summary is None or SessionCache().wrapper_running(run_dir):
         return None
     meta, _ = read_doc(run_dir / contract.METADATA, "run_metadata")
     beat, _ = read_doc(run_dir / contract.HEARTBEAT, "heartbeat")
@@ -123,6 +124,17 @@ class SessionCache:
 
     def __init__(self) -> None:
         self._by_socket: dict[str, set[str]] = {}
+        self._wrappers: dict[str, int] | None = None
+
+    def wrapper_running(self, run_dir: Path) -> bool:
+        """Whether a `runner exec RUN_DIR` process of this run is in the process table: the
+        kernel's word, which no file a workload writes can change (one scan per call)."""
+        if self._wrappers is None:
+            self._wrappers = reaper.live_wrappers()
+        try:
+            return os.path.realpath(run_dir) in self._wrappers
+        except (OSError, ValueError):
+            return False
 
     def __call__(self, socket: str) -> set[str]:
         if socket not in self._by_socket:
@@ -159,22 +171,34 @@ def run_status(run_dir: Path, *, now: float | None = None, host_boot: str | None
     spec, problem = read_doc(run_dir / contract.SPEC, "spec")
     if problem is not None:
         return _invalid(info, problem)
+    sessions = sessions or SessionCache()
     if spec is not None:
-        _spec_fields(spec, info, sessions or SessionCache())
-    _derive(run_dir, spec, now, host_boot or contract.boot_id(), info)
+        _spec_fields(spec, info, sessions)
+    _derive(run_dir, spec, now, host_boot or contract.boot_id(), info,
+            exec_running=sessions.wrapper_running(run_dir))
     if tidy and info["status"] in (*contract.RECORDED_STATUSES, "dead"):
         info["notes"].extend(tidy_module.tidy(run_dir, spec, now))
     return info
 
 
 def _derive(run_dir: Path, spec: dict[str, Any] | None, now: float, host_boot: str | None,
-            info: dict[str, Any]) -> dict[str, Any]:
+            info: dict[str, Any], *, exec_running: bool) -> dict[str, Any]:
     meta, meta_problem = read_doc(run_dir / contract.METADATA, "run_metadata")
     beat, beat_problem = read_doc(run_dir / contract.HEARTBEAT, "heartbeat")
     owner = owner_of(meta, beat)
     alive, why = (False, "") if owner is None else \
         wrapper_alive(owner.process, host_boot, owner.boot_id)
+    if exec_running and not alive:
+        if owner is not None:
+            info["notes"].append(f"{owner.source} names a wrapper that is gone ({why}), but "
+                                 "the run's `runner exec` process is running: the run is live")
+        alive = True
     if _summary_status(run_dir, info, wrapper_running=alive):
+        return info
+    if owner is None and exec_running:
+        info.update(status="launching" if _young(run_dir, now) else "stalled",
+                    reason="the wrapper runs but names itself in no usable "
+                           "run_metadata.json or heartbeat.json")
         return info
     if owner is None:
         reason = meta_problem or beat_problem

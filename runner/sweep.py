@@ -132,7 +132,9 @@ def driver_alive(root: Path, sweep_id: str) -> bool | None:
         started = psutil.Process(int(doc["pid"])).create_time()
     except (psutil.Error, KeyError, TypeError, ValueError):
         return False
-    return abs(started - float(doc.get("pid_start_time", 0))) < 1.0
+    recorded = doc.get("pid_start_time")
+    return isinstance(recorded, (int, float)) and not isinstance(recorded, bool) \
+        and abs(started - recorded) < 1.0
 
 
 def launch(root: Path, sweep_id: str) -> str:

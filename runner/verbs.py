@@ -153,11 +153,14 @@ def cancel(run_dir: Path, wait_s: float = 60.0) -> dict[str, Any]:
     process = _mapping(meta.get("process"))
     recorded_boot = _mapping(meta.get("host")).get("boot_id")
     alive, reason = wrapper_alive(process, contract.boot_id(), recorded_boot)
-    if not alive:
+    # the process table names the wrapper even when the workload rewrote run_metadata.json
+    pid = reaper.live_wrappers().get(os.path.realpath(run_dir)) or \
+        (int(process["pid"]) if alive else None)
+    if pid is None:
         return {**run_status(run_dir), "cancelled": False,
                 "message": f"wrapper is not running ({reason}); "
                            + _end_orphans(run_dir, process, recorded_boot)}
-    os.kill(int(process["pid"]), signal.SIGTERM)
+    os.kill(pid, signal.SIGTERM)
     deadline = time.time() + wait_s
     while time.time() < deadline:
         if final_summary(run_dir) is not None:

@@ -36,7 +36,8 @@ def hostile(mode: str, **extra: Any) -> dict[str, Any]:
 def hproject(project: Project) -> Project:
     doc = base_config(project.runs, project.socket)
     presets = doc["presets"]
-    for mode in ("forge_then_sleep", "forge_then_exit3", "orphan_rewriter", "setsid_daemon",
+    for mode in ("forge_then_sleep", "forge_everything", "forge_then_exit3", "orphan_rewriter",
+                 "setsid_daemon",
                  "rt_signal", "nested_metrics", "print_home"):
         presets[mode] = hostile(mode)
     presets["pem"] = hostile("print_secret_lines", secrets_env=["PEM_KEY"])
@@ -106,6 +107,22 @@ def test_forged_summary_while_live_is_ignored_and_cancel_still_works(hproject: P
     assert seal.problem(summary, spec) is None and "seal" in summary
     assert summary["metrics_final"] == {}
     assert (run_dir / "out" / ".displaced" / "summary.json").exists()
+
+
+def test_a_forgery_that_rewrites_spec_and_metadata_too_is_ignored(hproject: Project) -> None:
+    run_id = submit(hproject, "forge_everything")
+    run_dir = hproject.run_dir(run_id)
+    hproject.wait_for(lambda: (run_dir / "stdout.log").exists()
+                      and b"forged" in (run_dir / "stdout.log").read_bytes())
+    live = status_of(hproject, run_id)
+    assert live["status"] in ("running", "stalled", "launching"), live
+    assert live.get("metrics_final") in (None, {}), live
+    cancelled = hproject.ops("run", "cancel", run_id, "--json")
+    assert cancelled.exit_code == 0 and cancelled.json()["cancelled"] is True, cancelled.stdout
+    summary = hproject.summary(run_id)
+    assert summary["status"] == "killed" and summary["written_by"] == "wrapper"
+    restored = json.loads((run_dir / "spec.json").read_text())
+    assert seal.problem(summary, restored) is None and "seal" in restored
 
 
 def test_follow_is_not_fooled_by_a_forged_summary(hproject: Project) -> None:

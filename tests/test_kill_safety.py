@@ -21,7 +21,7 @@ import pytest
 
 from ops.config.loader import load_config, resolve_preset
 from ops.services.spec import HostPaths, build_spec
-from runner import contract, redact, reaper
+from runner import contract, reaper, redact
 from runner.status import run_status
 
 from .conftest import REPO
@@ -78,7 +78,8 @@ def test_sigkill_of_the_wrapper_at_random_moments(tmp_path: Path) -> None:
         while run_processes(run_dir) and time.time() < deadline:
             time.sleep(0.05)
         assert run_processes(run_dir) == [], f"trial {trial}: the workload outlived its wrapper"
-        info = run_status(run_dir, now=time.time() + 120)  # past the launch window
+        # as the status verb asks: past the launch window, tidying what a dead run left
+        info = run_status(run_dir, now=time.time() + 120, tidy=True)
         outcomes[str(info["status"])] = outcomes.get(str(info["status"]), 0) + 1
         assert info["status"] in ("dead", *contract.RECORDED_STATUSES), (trial, info)
         assert not store.exists(), f"trial {trial}: the plaintext secret store is still there"

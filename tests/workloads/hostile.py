@@ -41,6 +41,18 @@ def main(mode: str) -> int:
     if mode == "forge_then_sleep":
         forge()
         time.sleep(1000)
+    elif mode == "forge_everything":  # no seal commitment, a dead wrapper pid, a summary
+        while not (RUN_DIR / "heartbeat.json").exists():  # the wrapper's files are written
+            time.sleep(0.05)
+        spec = json.loads((RUN_DIR / "spec.json").read_text())
+        spec.pop("seal", None)
+        (RUN_DIR / "spec.json").write_text(json.dumps(spec))
+        meta = json.loads((RUN_DIR / "run_metadata.json").read_text())
+        meta["process"]["pid"] = 4_000_000
+        (RUN_DIR / "run_metadata.json").write_text(json.dumps(meta))
+        (RUN_DIR / "heartbeat.json").unlink(missing_ok=True)
+        forge()
+        time.sleep(1000)
     elif mode == "forge_then_exit3":
         forge()
         time.sleep(1.0)
