@@ -69,7 +69,9 @@ class RecordCache:
         if not (isinstance(entry, dict) and entry.get("stamp") == current and
                 isinstance(entry.get("record"), dict)):
             return None
-        return dict(entry["record"])
+        record = dict(entry["record"])
+        record.setdefault("notes", [])
+        return record
 
     @staticmethod
     def _resolved(runs: dict[str, Any], configs: list[Any]) -> dict[str, dict[str, Any]]:
@@ -90,7 +92,8 @@ class RecordCache:
         index: dict[str, int] = {}
         runs: dict[str, Any] = {}
         for name, entry in self.entries.items():
-            record = {k: v for k, v in entry["record"].items() if v is not None}
+            record = {k: v for k, v in entry["record"].items()
+                      if v is not None and v != [] and k != "run_dir"}
             if "config" in record:
                 config = record.pop("config")
                 text = json.dumps(config, sort_keys=True)

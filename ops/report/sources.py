@@ -72,7 +72,7 @@ def local_runs(sources: Sequence[str], artifacts: Path, want: Want,
     record cache when their files are unchanged (table formats only)."""
     dirs = _resolve(sources, artifacts) if sources else report_data.run_dirs(artifacts, None)
     plain = not (want.series or want.volumes or want.detail or want.docs)
-    caches: dict[Path, RecordCache] = {}
+    caches: dict[str, RecordCache] = {}
     shared: dict[str, Any] = {"now": time.time(), "host_boot": contract.boot_id(),
                               "sessions": status.SessionCache()}
     runs = []
@@ -80,12 +80,16 @@ def local_runs(sources: Sequence[str], artifacts: Path, want: Want,
         if cache_dir is None or not plain:
             runs.append(report_data.collect(run_dir, want, **shared))
             continue
-        if run_dir.parent not in caches:
-            caches[run_dir.parent] = RecordCache.for_parent(cache_dir, run_dir.parent)
-        cache = caches[run_dir.parent]
-        current = stamp(str(run_dir))
+        path = str(run_dir)
+        parent = os.path.dirname(path)
+        if parent not in caches:
+            caches[parent] = RecordCache.for_parent(cache_dir, Path(parent))
+        cache = caches[parent]
+        current = stamp(path)
         record = cache.get(run_dir.name, current)
-        if record is None:
+        if record is not None:
+            record["run_dir"] = path
+        else:
             record = report_data.collect(run_dir, want, **shared)
             cache.put(run_dir.name, current, record)
         runs.append(record)

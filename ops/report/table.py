@@ -103,17 +103,19 @@ def differing_keys(runs: Sequence[dict[str, Any]]) -> list[str]:
     valid = [r for r in runs if r.get("status") != "invalid" and r.get("config")]
     if len(valid) < 2:
         return []
+    # runs read from the record cache share one dict per distinct config: compare those once
+    configs = list({id(r["config"]): r["config"] for r in valid}.values())
     keys: dict[str, None] = {}
-    for run in valid:
-        for key in run.get("config") or {}:
+    for config in configs:
+        for key in config:
             keys.setdefault(key, None)
-    return [k for k in keys if _differs(valid, k)]
+    return [k for k in keys if _differs(configs, k)]
 
 
-def _differs(runs: Sequence[dict[str, Any]], key: str) -> bool:
+def _differs(configs: Sequence[dict[str, Any]], key: str) -> bool:
     """Whether ``key`` has two values (repr: typed, 1 != True != "1") or is absent somewhere."""
-    first = repr(runs[0]["config"].get(key, _MISSING))
-    return any(repr(r["config"].get(key, _MISSING)) != first for r in runs)
+    first = repr(configs[0].get(key, _MISSING))
+    return any(repr(c.get(key, _MISSING)) != first for c in configs)
 
 
 _MISSING = ("<absent>",)
