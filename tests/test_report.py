@@ -237,3 +237,11 @@ def test_finished_runs_are_cached_until_their_files_change(proj: Path, ops: OpsR
     assert read == ["r2-cldice"] and ",0.99," in again.stdout
     ops("report", "--format", "csv", "--no-cache")
     assert read[1:] == ["r1-dice", "r2-cldice", "r3-warp"]
+
+
+def test_an_unwritable_cache_dir_only_costs_speed(proj: Path, ops: OpsRun) -> None:
+    sweep(artifacts(proj))
+    (proj / ".ops").write_text("a file where the cache dir would go\n")
+    out = ops("report", "--format", "csv")
+    assert out.exit_code == 0, out.stderr
+    assert len(out.stdout.splitlines()) == 4

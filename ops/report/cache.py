@@ -114,10 +114,13 @@ class RecordCache:
     def save(self) -> None:
         if self.path is None or not self.changed:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         data = json.dumps({"schema": CACHE_SCHEMA, **self._interned()},
                           separators=(",", ":")).encode()
-        contract.atomic_write_bytes(self.path, data)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            contract.atomic_write_bytes(self.path, data)
+        except OSError:
+            return  # a read-only project or a full disk: the next report reads the runs again
         self.changed = False
 
 
