@@ -24,7 +24,7 @@ DEMO_DATA := data/vessels
 $(DEMO_DATA)/dataset.json: | $(STAMP)
 	$(OPS) data synth --out $(DEMO_DATA) --n 12 --size 64 --seed 0 --force
 
-# the flagship trainer in its demo size (dice_ce_demo: 2 folds x 4 epochs x 20 steps, one torch
+# the flagship trainer in its demo size (dice_ce_demo: 2 folds x 4 epochs x 15 steps, one torch
 # thread; about two minutes on a quiet CPU), then the run directory is validated, checksums
 # included, and the fold x metric table printed from the run's summary.json
 demo: system-deps $(STAMP) $(DEMO_DATA)/dataset.json

@@ -58,7 +58,7 @@ def test_the_thin_volume_is_padded_and_recorded(learned: Path) -> None:
 
 def test_the_demo_preset_is_a_valid_trainer_command_that_keeps_its_size() -> None:
     """`make demo` runs dice_ce_demo: ops accepts it, the trainer parses it, and its size is
-    the one measured in docs (2 folds x 4 epochs x 20 steps at lr 3e-3, one thread)."""
+    the one measured (2 folds x 4 epochs x 15 steps at lr 3e-3, one thread)."""
     from ops.config.loader import load_config, resolve_preset
     from runner.seg.params import parse_params
 
@@ -68,7 +68,7 @@ def test_the_demo_preset_is_a_valid_trainer_command_that_keeps_its_size() -> Non
     argv = [f"--{key}={value}" for key, value in preset.overrides.items()]
     params = parse_params(["--data_dir=/data", *argv]).effective()
     assert (params.loss, params.folds, params.max_epochs, params.steps_per_epoch) == \
-        ("dice_ce", 2, 4, 20)
+        ("dice_ce", 2, 4, 15)
     assert (params.lr, params.val_interval, params.num_threads) == (3e-3, 2, 1)
     assert not params.debug and params.patch_size is None  # auto: the padded 64x64x8
     full = resolve_preset(loaded.config, "dice_ce_3fold").preset.overrides
