@@ -12,15 +12,24 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from runner import __version__, contract, report_data, status, verbs
 
 EXIT_BY_KIND = {"usage": 2, "not_found": 3, "conflict": 4, "failed": 1}
 
 
+class _JsonUsageParser(argparse.ArgumentParser):
+    """argparse that raises a usage VerbError instead of printing its text and exiting, so a
+    bad command line gets the same JSON error document as any other error (subparsers are
+    made of the same class)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise verbs.VerbError("usage", f"{self.prog}: {message}")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m runner", description=__doc__)
+    parser = _JsonUsageParser(prog="python -m runner", description=__doc__)
     sub = parser.add_subparsers(dest="verb", required=True)
     sub.add_parser("version", help="print the runner version")
     p = sub.add_parser("submit", help="create a run dir from stdin {spec, secrets} and launch it")
@@ -148,16 +157,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"No module named runner in {os.environ.get('OPS_RUNNER_DIR')} "
                          f"(this one is {Path(__file__).resolve().parent})\n")
         return 127
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except verbs.VerbError as exc:
+        return _error(exc)
     code = _long_running(args)
     if code is not None:
         return code
     try:
         result = HANDLERS[args.verb](args)
     except verbs.VerbError as exc:
-        json.dump({"error": {"kind": exc.kind, "message": exc.message}}, sys.stdout)
-        sys.stdout.write("\n")
-        return EXIT_BY_KIND.get(exc.kind, 1)
+        return _error(exc)
     json.dump({"schema": f"ops.runner_{args.verb.replace('-', '_')}/1", **result}, sys.stdout)
     sys.stdout.write("\n")
     return 0
+
+
+def _error(exc: verbs.VerbError) -> int:
+    json.dump({"error": {"kind": exc.kind, "message": exc.message}}, sys.stdout)
+    sys.stdout.write("\n")
+    return EXIT_BY_KIND.get(exc.kind, 1)
