@@ -22,12 +22,21 @@ from typing import Any
 
 import psutil
 
-from runner import __version__, contract, reaper, redact, snapshots
+from runner import __version__, contract, reaper, redact, slurm, snapshots
+from runner import service as svc
 from runner import workload_command as wc
 from runner.envpolicy import scrubbed_env
-from runner.finish import Ledger, RunEnd, Stop, failure_record, summary_doc, write_summary
+from runner.finish import (
+    RESULTS_FILE,
+    Ledger,
+    RunEnd,
+    Stop,
+    failure_record,
+    summary_doc,
+    write_summary,
+)
 from runner.heartbeat import Breach, Heartbeat, Limits
-from runner.logpump import LogPump, StdoutMetrics
+from runner.logpump import LogPump, StdoutMetrics, compile_metric_pattern
 from runner.track import EventLog
 
 PUMP_DRAIN_SEC = 2.0
@@ -46,7 +55,8 @@ class Wrapper:
         self.ledger = Ledger()
         self.ledger.adopt(self.run_dir, contract.SPEC)
         self.events = EventLog(self.run_dir / contract.EVENTS, self.run_id, source="wrapper")
-        self.values = wc.placeholder_values(self.spec, self.run_dir, sys.executable)
+        self.values = {**wc.placeholder_values(self.spec, self.run_dir, sys.executable),
+                       **kind_values(self.spec)}
         self.out_dir = Path(self.values["out_dir"])
         self.grace = _grace(self.spec)
         self.stop = Stop()
@@ -56,10 +66,12 @@ class Wrapper:
         self.proc: subprocess.Popen[bytes] | None = None
         self.proc_started: float | None = None
         self.started_at = time.time()
+        self.service = svc.ServiceSpec.from_spec(self.spec)
+        self.probe: svc.HealthProbe | None = None
 
     def end(self) -> RunEnd:
         return RunEnd(self.run_dir, self.run_id, self.spec, self.values, self.ledger,
-                      self.events, self.started_at, self.store.seal)
+                      self.events, self.started_at, self.store.seal, probe=self.probe)
 
     # -- start -----------------------------------------------------------------------------
     def run(self) -> int:
@@ -72,6 +84,7 @@ class Wrapper:
         env = wc.build_env(workload, self.values, secrets, base=_submit_env(self.spec))
         if self.spec.get("parent_run_dir"):
             env["OPS_RESUME_FROM"] = str(self.spec["parent_run_dir"])
+        env.update(kind_env(self.spec, self.values))
         env.update(wc.wandb_env(self.spec.get("wandb") or {}, self.run_dir))
         for sub in (self.out_dir, self.run_dir / contract.CHECKPOINTS_DIR):
             sub.mkdir(parents=True, exist_ok=True)
@@ -79,7 +92,7 @@ class Wrapper:
                                    sorted(secrets))
         self.ledger.write_bytes(self.run_dir, contract.COMMAND,
                                 self.redactor.redact(script.encode()), 0o755)
-        launch_error = self._start(argv, cwd, env)
+        launch_error = self._pattern_problem() or self._start(argv, cwd, env)
         self._write_metadata()
         self._install_signal_handlers()
         snap = threading.Thread(target=self._write_snapshots, args=(argv, env), daemon=True)
@@ -90,6 +103,16 @@ class Wrapper:
         snap.join()
         self._end_leftovers()
         return self.end().finish(returncode, self.stop, launch_error)
+
+    def _pattern_problem(self) -> str | None:
+        """A metrics pattern the runner cannot compile (a hand-edited or old spec.json) fails
+        the run before it starts, instead of taking the wrapper down mid-run."""
+        for item in self.spec.get("metrics", {}).get("from_stdout", []):
+            try:
+                compile_metric_pattern(item["pattern"])
+            except (ValueError, KeyError, TypeError) as exc:
+                return f"spec.json: unusable metrics_from_stdout pattern: {exc}"
+        return None
 
     def _start(self, argv: list[str], cwd: Path, env: dict[str, str]) -> str | None:
         try:
@@ -126,6 +149,7 @@ class Wrapper:
                         "tmux_session": spec.get("tmux", {}).get("session"),
                         "tmux_socket": spec.get("tmux", {}).get("socket")},
             "runner": {"version": __version__, "python": sys.executable},
+            "slurm": slurm.job_env(),
             "wandb": spec.get("wandb") or {"mode": "disabled", "project": None, "run_id": None,
                                            "url": None},
         }
@@ -160,12 +184,20 @@ class Wrapper:
                        self.redactor, StdoutMetrics(patterns, self.run_dir / contract.METRICS))
         pump_thread = threading.Thread(target=pump.run, name="ops-logpump", daemon=True)
         pump_thread.start()
+        if self.service is not None:
+            self.probe = svc.HealthProbe(self.service, self._on_breach)
+            self.probe.start()
+            self.events.emit("service_start", port=self.service.port, health=self.service.health,
+                             ready_timeout_sec=self.service.ready_timeout_sec)
         beat = Heartbeat(self.run_dir, self.run_id,
                          interval=float(spec.get("heartbeat", {}).get("interval_s", 5.0)),
                          workload_pid=self.proc.pid,
-                         limits=Limits.from_spec(spec.get("limits", {})), on_limit=self._on_breach)
+                         limits=Limits.from_spec(spec.get("limits", {})), on_limit=self._on_breach,
+                         service=self.probe.snapshot if self.probe is not None else None)
         beat.start()
         returncode = self.proc.wait()
+        if self.probe is not None:
+            self.probe.stop()
         # the workload's leader is gone: its process group goes with it, unconditionally
         self._record_killed("process_group", self._kill_group(self.proc.pid))
         pump_thread.join(PUMP_DRAIN_SEC)
@@ -206,6 +238,11 @@ class Wrapper:
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         name = reaper.signal_name(signum)
+        limit = slurm.term_is_time_limit(self.run_dir, self.spec) \
+            if signum == signal.SIGTERM and slurm.is_slurm(self.spec) else None
+        if limit is not None:  # SLURM's warning before the time limit (--signal=B:TERM@lead)
+            self._on_breach(Breach("timeout", "timeout", limit))
+            return
         if self.stop.signal is None:
             self.stop.signal = name
         self.events.emit("signal", signal=name, action="stopping the workload")
@@ -234,6 +271,34 @@ class Wrapper:
             deadline = time.time() + self.grace
             while time.time() < deadline and self.proc.poll() is None:
                 time.sleep(0.05)
+
+
+def kind_values(spec: dict[str, Any]) -> dict[str, str]:
+    """Placeholders of the eval and service kinds: {parent_run_dir} and {checkpoint} (the
+    parent run's checkpoint an eval reads), {port} (the port a service listens on)."""
+    values: dict[str, str] = {}
+    parent = spec.get("parent_run_dir")
+    if isinstance(parent, str) and parent:
+        values["parent_run_dir"] = parent
+        checkpoint = spec.get("eval", {}).get("checkpoint") \
+            if isinstance(spec.get("eval"), dict) else None
+        if isinstance(checkpoint, str) and checkpoint:
+            values["checkpoint"] = os.path.join(parent, checkpoint)
+    service = svc.ServiceSpec.from_spec(spec)
+    if service is not None:
+        values["port"] = str(service.port)
+    return values
+
+
+def kind_env(spec: dict[str, Any], values: dict[str, str]) -> dict[str, str]:
+    env = {}
+    if spec.get("kind") == "eval":
+        env["OPS_RESULTS_FILE"] = str(Path(values["run_dir"]) / RESULTS_FILE)
+        if "checkpoint" in values:
+            env["OPS_CHECKPOINT"] = values["checkpoint"]
+    if "port" in values:
+        env["OPS_SERVICE_PORT"] = values["port"]
+    return env
 
 
 def _grace(spec: dict[str, Any]) -> float:

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -306,3 +307,20 @@ def test_track_outside_a_run_accepts_the_same_calls() -> None:
     with pytest.raises(ValueError, match="finite"):
         tracker.log(loss=float("nan"))
 
+
+
+# -- 3. a pattern the runner cannot compile fails the run before it starts ---------------------
+def test_an_uncompilable_pattern_in_spec_fails_the_run_cleanly(tmp_path: Path) -> None:
+    from .test_kill_safety import make_run
+
+    run_dir = make_run(tmp_path / "t", "bad-pattern")
+    spec = json.loads((run_dir / "spec.json").read_text())
+    spec["metrics"]["from_stdout"] = [{"pattern": r"(?u)loss (?P<loss>\d+)"}]  # hand-edited
+    (run_dir / "spec.json").write_text(json.dumps(spec))
+    done = subprocess.run([sys.executable, "-m", "runner", "exec", str(run_dir)],
+                          capture_output=True, check=False, timeout=60)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["written_by"] == "wrapper", done.stderr
+    assert summary["failure"]["class"] == "launch"
+    assert "metrics_from_stdout pattern" in summary["failure"]["message"]
+    assert not Path(spec["secrets"]["store"]).exists()
