@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from runner import __version__, contract, report_data, status, verbs
+from runner import __version__, contract, preflight, report_data, status, verbs
 
 EXIT_BY_KIND = {"usage": 2, "not_found": 3, "conflict": 4, "failed": 1}
 
@@ -62,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path)
     p.add_argument("--wait", type=float, default=60.0)
     report_data.add_verb(sub)
+    preflight.add_verb(sub)
     return parser
 
 
@@ -121,6 +122,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "tail": lambda a: verbs.tail(a.run_dir, a.offset, a.max_bytes, a.lines),
     "cancel": lambda a: verbs.cancel(_existing_run(a.run_dir), a.wait),
     "report-data": report_data.answer,
+    "preflight": preflight.answer,
 }
 
 

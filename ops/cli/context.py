@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 import click
 
 from ops.config.loader import LoadedConfig, load_config
-from ops.services.hosts import open_target
 from ops.services.runs import Target
+from ops.services.target import open_target
 
 
 def project_config_option(ctx: click.Context) -> Path | None:

@@ -10,6 +10,7 @@ import click
 from ops import __version__
 from ops.cli.config_cmds import config_group, init_command
 from ops.cli.data_cmds import data_group
+from ops.cli.pod_cmds import pod_group, preflight_command
 from ops.cli.repo_cmds import repo_group
 from ops.cli.report_cmds import report_command
 from ops.cli.run_cmds import run_group
@@ -35,6 +36,8 @@ cli.add_command(validate_command, "validate")
 cli.add_command(data_group, "data")
 cli.add_command(repo_group, "repo")
 cli.add_command(report_command, "report")
+cli.add_command(pod_group, "pod")
+cli.add_command(preflight_command, "preflight")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,9 +6,8 @@ import click
 
 from ops.cli import render
 from ops.cli.context import host_options, load, target_for
-from ops.errors import UsageError
-from ops.hosts.base import Host
-from ops.services.sync import SyncHost, SyncResult, sync_ref
+from ops.services.sync import SyncResult, sync_ref
+from ops.services.target import file_host
 
 SCHEMA = "ops.repo_sync/1"
 
@@ -31,19 +30,13 @@ def sync_cmd(ctx: click.Context, host: str | None, accept_new: bool, ref: str,
     """Put one commit on the host as an immutable tree under <ops_home>/code/<sha>."""
     loaded = load(ctx)
     target = target_for(ctx, loaded, host, accept_new, need_runner=False)
-    done = sync_ref(sync_host(target.host), loaded.repo_root, ref,
+    done = sync_ref(file_host(target.host), loaded.repo_root, ref,
                     ops_home=target.paths.ops_home, allow_dirty=allow_dirty)
     if as_json:
         render.echo_json({"schema": SCHEMA, **done.to_json()})
     else:
         click.echo(describe(done))
 
-
-def sync_host(host: Host) -> SyncHost:
-    """The target's host, as a host files can be uploaded to (LocalHost and SSHHost are)."""
-    if not isinstance(host, SyncHost):
-        raise UsageError(f"host {host.name} cannot receive files")
-    return host
 
 
 def describe(done: SyncResult) -> str:

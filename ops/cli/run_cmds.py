@@ -9,9 +9,10 @@ import click
 
 from ops.cli import render
 from ops.cli.context import host_options, load, target_for
+from ops.config.loader import LoadedConfig
 from ops.errors import UsageError
 from ops.report import detail, diff
-from ops.services import fetch, runs, submit
+from ops.services import dryrun, fetch, preflight, runs, submit
 
 
 @click.group("run")
@@ -34,16 +35,26 @@ def run_group() -> None:
 @click.option("--run-id", default=None, help="Run id (default: <preset>-<UTC time>-<4 hex>).")
 @click.option("--follow", "-f", is_flag=True, help="Tail the log; exit with the run's outcome.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--skip-preflight", is_flag=True, help="Launch even when preflight fails.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the spec, argv, preflight and a duration/cost estimate; launch "
+                   "nothing.")
 @host_options
 @click.pass_context
 def submit_cmd(ctx: click.Context, preset: str | None, resume_id: str | None, debug: bool,
                ref: str | None, allow_dirty: bool, sets: tuple[str, ...], run_id: str | None,
-               follow: bool, as_json: bool, host: str | None, accept_new: bool) -> None:
+               follow: bool, as_json: bool, skip_preflight: bool, dry_run: bool,
+               host: str | None, accept_new: bool) -> None:
     """Create a run directory and launch a preset detached in tmux (a sweep: one run each)."""
     if (preset is None) == (resume_id is None):
         raise UsageError("give exactly one of --preset and --resume")
     loaded = load(ctx)
     target = target_for(ctx, loaded, host, accept_new)
+    if dry_run:
+        _dry_run(loaded, target, preset, sets, debug=debug, as_json=as_json)
+        return
+    if not skip_preflight:
+        preflight.require_pass(preflight.run_preflight(loaded, target, preset))
     code = submit.CodeChoice(ref, allow_dirty)
     if resume_id:
         done = submit.resume(loaded, target, resume_id, sets, run_id=run_id, debug=debug,
@@ -58,6 +69,17 @@ def submit_cmd(ctx: click.Context, preset: str | None, resume_id: str | None, de
     if follow:
         for member in done.run_ids:
             runs.raise_for_outcome(runs.tail(target, member, _write_stdout, follow=True))
+
+
+def _dry_run(loaded: LoadedConfig, target: runs.Target, preset: str | None,
+             sets: tuple[str, ...], *, debug: bool, as_json: bool) -> None:
+    if preset is None:
+        raise UsageError("--dry-run goes with --preset")
+    doc = dryrun.dry_run(loaded, target, preset, sets, debug=debug)
+    if as_json:
+        render.echo_json(doc)
+    else:
+        click.echo(dryrun.dry_run_text(doc))
 
 
 @run_group.command("list")

@@ -1,0 +1,1 @@
+"""Pods: rented (or adopted) machines with a lifecycle recorded in .ops/pods.json."""

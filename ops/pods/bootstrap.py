@@ -1,0 +1,106 @@
+"""Making a pod ready (idempotent) and scrubbing it before it is destroyed.
+
+Bootstrap: ops home and outputs root, the runner (ops.services.bootstrap), and W&B
+credentials from the local netrc into the pod's netrc over SFTP: the file is created 0600
+before its first byte, and the key is never on a command line or in an environment.
+Scrub: the W&B entry leaves the pod's netrc (the file goes when nothing else is in it) and
+the secret store under the ops home is removed.
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ops.config.loader import LoadedConfig
+from ops.errors import NotFoundError, OpsError, UsageError
+from ops.hosts.ssh import SSHHost
+from ops.pods.state import PodRecord
+from ops.services.bootstrap import ensure_runner, local_build
+from ops.services.target import remember_runner
+
+WANDB_MACHINE = "api.wandb.ai"
+
+
+@dataclass(frozen=True)
+class Bootstrapped:
+    ops_home: str
+    outputs_dir: str
+    actions: list[str]
+
+
+def bootstrap(loaded: LoadedConfig, host: SSHHost, record: PodRecord) -> Bootstrapped:
+    ops_home = host.expand(record.ops_home or loaded.config.project.ops_home)
+    outputs = host.expand(record.outputs_dir or loaded.config.project.outputs_dir())
+    host.makedirs(ops_home)
+    host.makedirs(outputs)
+    actions = [f"dirs {ops_home} {outputs}"]
+    build = local_build()
+    info = ensure_runner(host, ops_home, python=record.python, build=build)
+    remember_runner(loaded.repo_root, f"{record.name}|{ops_home}|{build.build_id}",
+                    list(info.argv))
+    actions.append(f"runner {info.build_id}" + (" (venv)" if info.venv else ""))
+    creds = local_wandb_entry()
+    if creds is not None:
+        _write_netrc(host, record.netrc_path, creds)
+        actions.append(f"W&B credentials in {record.netrc_path} (0600)")
+    return Bootstrapped(ops_home, outputs, actions)
+
+
+def local_wandb_entry(path: Path | None = None) -> tuple[str, str] | None:
+    """(login, password) of api.wandb.ai in the local netrc, or None."""
+    path = path or Path(os.environ.get("NETRC") or Path.home() / ".netrc")
+    if not path.is_file():
+        return None
+    try:
+        found = netrc.netrc(str(path)).authenticators(WANDB_MACHINE)
+    except (OSError, netrc.NetrcParseError) as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from exc
+    if not found or not found[2]:
+        return None
+    return found[0] or "user", found[2]
+
+
+def _remote_entries(host: SSHHost, path: str) -> dict[str, tuple[str, str]]:
+    try:
+        data = host.read_file(path)
+    except NotFoundError:
+        return {}
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / "netrc"
+        fd = os.open(local, os.O_WRONLY | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        try:
+            parsed = netrc.netrc(str(local))
+        except netrc.NetrcParseError as exc:
+            raise OpsError(f"the pod's {path} cannot be parsed: {exc.msg}") from exc
+    return {m: (a[0] or "", a[2] or "") for m, a in parsed.hosts.items()}
+
+
+def _render(entries: dict[str, tuple[str, str]]) -> bytes:
+    lines = [f"machine {m}\n  login {login}\n  password {pw}\n"
+             for m, (login, pw) in sorted(entries.items())]
+    return "".join(lines).encode()
+
+
+def _write_netrc(host: SSHHost, path: str, creds: tuple[str, str]) -> None:
+    entries = _remote_entries(host, path)
+    entries[WANDB_MACHINE] = creds
+    host.write_file(path, _render(entries), mode=0o600)
+
+
+def scrub(host: SSHHost, record: PodRecord) -> None:
+    path = host.expand(record.netrc_path)
+    entries = _remote_entries(host, path)
+    if WANDB_MACHINE in entries:
+        del entries[WANDB_MACHINE]
+        if entries:
+            host.write_file(path, _render(entries), mode=0o600)
+        else:
+            host.exec(["rm", "-f", "--", path])
+    if record.ops_home:
+        host.exec(["rm", "-rf", "--", f"{host.expand(record.ops_home).rstrip('/')}/secrets"])

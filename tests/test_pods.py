@@ -1,0 +1,206 @@
+"""`ops pod` against fake provider CLIs whose "instance" is this machine's loopback sshd."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import Project, Result
+from .fake_providers.cloud import FakeCloud
+from .sshd_fixture import Sshd
+
+pytestmark = [pytest.mark.ssh, pytest.mark.tmux]
+
+CANARY = "canary-wandb-key-7f3a9c1e5b"
+
+
+def _git(repo: Path, *args: str) -> None:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+    subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True)
+
+
+class Pods:
+    """The test project, a fake cloud on PATH, and the pod-side paths of this test."""
+
+    def __init__(self, project: Project, cloud: FakeCloud, sshd: Sshd, tmp: Path):
+        self.project, self.cloud, self.sshd = project, cloud, sshd
+        self.pod_runs, self.pod_home = tmp / "pod-runs", tmp / "pod-home"
+        self.netrc = tmp / "pod-netrc"
+
+    def ops(self, *args: str, timeout: float = 90) -> Result:
+        return self.project.ops(*args, env=self.cloud.env, timeout=timeout)
+
+    def up_args(self, name: str, provider: str, *extra: str) -> list[str]:
+        return ["pod", "up", name, "--provider", provider, "--identity",
+                str(self.sshd.client_key), "--user", self.sshd.user,
+                "--ops-home", str(self.pod_home), "--outputs-dir", str(self.pod_runs),
+                "--python", sys.executable, "--netrc-path", str(self.netrc),
+                "--timeout", "60", *extra]
+
+    def up(self, name: str, provider: str, *extra: str) -> Result:
+        return self.ops(*self.up_args(name, provider, *extra))
+
+    def pods_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = json.loads((self.project.root / ".ops" / "pods.json").read_text())
+        return doc
+
+
+@pytest.fixture
+def pods(project: Project, sshd: Sshd, hermetic_home: Path, tmp_path: Path) -> Pods:
+    _git(project.root, "init", "-q", "-b", "main")
+    (project.root / "README").write_text("x\n")
+    _git(project.root, "add", "-A")
+    _git(project.root, "commit", "-q", "-m", "x")
+    netrc = hermetic_home / ".netrc"
+    netrc.write_text(f"machine api.wandb.ai\n  login user\n  password {CANARY}\n")
+    netrc.chmod(0o600)
+    return Pods(project, FakeCloud.make(tmp_path, sshd.port, boot_polls=2, port_after=1),
+                sshd, tmp_path)
+
+
+def _files_containing(root: Path, needle: str) -> list[Path]:
+    found = []
+    for path in root.rglob("*"):
+        if path.is_file() and needle.encode() in path.read_bytes():
+            found.append(path)
+    return found
+
+
+@pytest.mark.parametrize("provider", ["vast", "runpod", "lium", "ssh"])
+def test_up_submit_status_fetch_rm(pods: Pods, provider: str) -> None:
+    extra = ["--address", pods.sshd.address] if provider == "ssh" else []
+    up = pods.up("gpu1", provider, *extra)
+    assert up.exit_code == 0, up.stderr
+    assert "gpu1: ready" in up.stdout
+    record = pods.pods_json()["pods"]["gpu1"]
+    assert record["state"] == "ready"
+    assert [h["to"] for h in record["history"]][-3:] == ["ssh_ready", "bootstrapped", "ready"]
+    # the W&B key reached the pod's netrc, 0600, and nothing else
+    assert stat.S_IMODE(pods.netrc.stat().st_mode) == 0o600
+    assert CANARY in pods.netrc.read_text()
+
+    sub = pods.ops("run", "submit", "-p", "printer", "-H", "gpu1", "--run-id", "p1", "--json")
+    assert sub.exit_code == 0, sub.stderr
+    pods.project.wait_for((pods.pod_runs / "p1" / "summary.json").exists)
+    status = pods.ops("pod", "status", "gpu1", "--json")
+    assert status.exit_code == 0, status.stderr
+    doc = status.json()
+    assert doc["reachable"] is True and doc["runs"] == {"completed": 1}
+    assert doc["machine"]["disk_free_gb"] > 0
+
+    refused = pods.ops("pod", "rm", "gpu1")  # p1 was never fetched
+    assert refused.exit_code == 4 and "p1: completed, never fetched" in refused.stderr
+    assert pods.netrc.exists()
+    fetched = pods.ops("run", "fetch", "p1", "-H", "gpu1")
+    assert fetched.exit_code == 0, fetched.stderr
+    rm = pods.ops("pod", "rm", "gpu1")
+    assert rm.exit_code == 0, rm.stderr
+
+    assert not pods.netrc.exists()
+    assert "gpu1" not in pods.pods_json()["pods"]
+    assert not (pods.project.root / ".ops" / "pods" / "gpu1").exists()
+    if provider != "ssh":
+        assert [i["destroyed"] for i in pods.cloud.instances()] == [True]
+    texts = [up.stdout, up.stderr, sub.stdout, sub.stderr, status.stdout, rm.stdout, rm.stderr,
+             json.dumps(pods.cloud.calls())]
+    assert not [t for t in texts if CANARY in t]
+    for root in (pods.pod_runs, pods.project.root, pods.pod_home):
+        assert _files_containing(root, CANARY) == []
+
+
+def test_vast_create_asks_for_no_auto_tmux_and_the_cheapest_offer(pods: Pods) -> None:
+    pods.cloud.scenario(fail_create=True)
+    result = pods.up("gpu1", "vast", "--max-price", "0.5")
+    assert result.exit_code == 5 and "create" in result.stderr
+    create = next(c for c in pods.cloud.calls() if c[1:3] == ["create", "instance"])
+    assert create[3] == "991"  # the cheapest offer under the cap
+    assert create[create.index("--onstart-cmd") + 1] == "touch ~/.no_auto_tmux"
+    record = pods.pods_json()["pods"]["gpu1"]
+    assert record["state"] == "failed" and record["instance_id"] is None
+    listed = pods.ops("pod", "list")
+    assert "gpu1" in listed.stdout and "failed" in listed.stdout
+
+
+@pytest.mark.parametrize(("provider", "scenario"), [
+    ("runpod", {"die_after": 2}), ("lium", {"gone_after": 2}), ("vast", {"die_after": 1}),
+])
+def test_a_pod_that_dies_while_booting_is_destroyed(pods: Pods, provider: str,
+                                                    scenario: dict[str, Any]) -> None:
+    pods.cloud.scenario(boot_polls=4, **scenario)
+    result = pods.up("gpu1", provider)
+    assert result.exit_code == 5, result.stderr
+    assert "failed" in result.stderr or "gone" in result.stderr
+    assert all(i["destroyed"] for i in pods.cloud.instances())
+    assert pods.pods_json()["pods"]["gpu1"]["state"] in ("gone", "failed")
+
+
+def test_keep_leaves_a_failed_pod_rented(pods: Pods) -> None:
+    pods.cloud.scenario(die_after=1)
+    result = pods.up("gpu1", "runpod", "--keep")
+    assert result.exit_code == 5
+    assert [i["destroyed"] for i in pods.cloud.instances()] == [False]
+    rm = pods.ops("pod", "rm", "gpu1")
+    assert rm.exit_code == 0, rm.stderr
+    assert [i["destroyed"] for i in pods.cloud.instances()] == [True]
+
+
+def test_sigkill_mid_up_leaves_a_pod_that_list_shows_and_rm_destroys(pods: Pods) -> None:
+    pods.cloud.scenario(create_delay=30)
+    env = {**os.environ, "OPS_PROJECT_CONFIG": str(pods.project.config_path), **pods.cloud.env}
+    proc = subprocess.Popen([sys.executable, "-m", "ops", *pods.up_args("gpu1", "vast")],
+                            cwd=pods.project.root, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        pods.project.wait_for(lambda: bool(pods.cloud.instances()), timeout=30)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # ops and the CLI it was waiting on
+        proc.wait()
+    record = pods.pods_json()["pods"]["gpu1"]  # parses
+    assert record["state"] == "requested" and record["instance_id"] is None
+    listed = pods.ops("pod", "list", "--json")
+    assert [p["name"] for p in listed.json()["pods"]] == ["gpu1"]
+    rm = pods.ops("pod", "rm", "gpu1")
+    assert rm.exit_code == 0, rm.stderr
+    assert "by its label" in rm.stderr
+    assert [i["destroyed"] for i in pods.cloud.instances()] == [True]
+
+
+def test_a_live_run_blocks_rm_and_force_overrides(pods: Pods) -> None:
+    assert pods.up("gpu1", "vast").exit_code == 0
+    sub = pods.ops("run", "submit", "-p", "slow", "-H", "gpu1", "--run-id", "s1")
+    assert sub.exit_code == 0, sub.stderr
+    refused = pods.ops("pod", "rm", "gpu1")
+    assert refused.exit_code == 4
+    assert "s1: launching" in refused.stderr or "s1: running" in refused.stderr
+    forced = pods.ops("pod", "rm", "gpu1", "--force")
+    assert forced.exit_code == 0, forced.stderr
+    assert not pods.netrc.exists()
+    pods.ops("run", "cancel", "s1", "-H", "local")  # best effort; the test socket dies anyway
+
+
+def test_rm_then_up_on_the_same_address_with_a_new_host_key(pods: Pods,
+                                                            sshd_factory: Any) -> None:
+    server = sshd_factory()
+    pods.sshd = server
+    assert pods.up("box", "ssh", "--address", server.address).exit_code == 0
+    assert pods.ops("pod", "rm", "box").exit_code == 0
+    server.restart(new_host_key=True)
+    again = pods.up("box", "ssh", "--address", server.address)
+    assert again.exit_code == 0, again.stderr
+
+
+def test_a_pod_name_is_unique(pods: Pods) -> None:
+    assert pods.up("gpu1", "vast").exit_code == 0
+    second = pods.up("gpu1", "vast")
+    assert second.exit_code == 4 and "already exists" in second.stderr
+    time.sleep(0)
