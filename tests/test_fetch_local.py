@@ -49,6 +49,7 @@ def test_interrupted_fetch_leaves_no_truncated_file(project: Project, tmp_path: 
     from contextlib import contextmanager
 
     from ops.config.loader import load_config
+    from ops.errors import HostError
     from ops.services import fetch
     from ops.services.hosts import open_target
 
@@ -71,8 +72,9 @@ def test_interrupted_fetch_leaves_no_truncated_file(project: Project, tmp_path: 
             yield Cut(inner, 3 * 2**20)
 
     target.host.stream = cut_stream  # type: ignore[method-assign]
-    with pytest.raises(Exception, match="interrupted"):
+    with pytest.raises(HostError, match=r"fetch of f-2 was interrupted: ") as cut:
         fetch.fetch(target, "f-2", dest)
+    assert type(cut.value) is HostError  # ops's own error with a reason, not a crash
     assert not (dest / "f-2" / "out" / "big.bin").exists()
     target.host.stream = original_stream  # type: ignore[method-assign]
     result = fetch.fetch(target, "f-2", dest)

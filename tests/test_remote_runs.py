@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
 
-import psutil
 import pytest
 
 from ops.config.loader import load_config
@@ -16,7 +16,8 @@ from ops.errors import HostError
 from ops.services import fetch, runs, submit
 from ops.services.hosts import open_target
 
-from .conftest import Project, base_config
+from .conftest import WORKLOADS, Project, base_config
+from .secret_scan import leaks, workload_holding
 from .sshd_fixture import SshAlias
 
 pytestmark = [pytest.mark.ssh, pytest.mark.tmux]
@@ -32,6 +33,15 @@ def pod(project: Project, ssh_alias: SshAlias, tmp_path: Path) -> Project:
     doc["project"]["default_host"] = "pod"
     doc["presets"]["version"] = {"kind": "command", "limits": {"grace_sec": 1},
                                  "command": ["sh", "-c", "sleep 1; cat version.txt"]}
+    # events the tests wait for instead of wall-clock overlaps: a run that holds until the
+    # test creates a release file, and one that waits at gates the test opens
+    held = (f"cat version.txt; i=0; while [ ! -e {tmp_path / 'release'} ] && [ $i -lt 1200 ]; "
+            "do sleep 0.05; i=$((i+1)); done")
+    doc["presets"]["held"] = {"kind": "command", "limits": {"grace_sec": 1},
+                              "command": ["sh", "-c", held]}
+    doc["presets"]["gated"] = {"kind": "command", "limits": {"grace_sec": 1},
+                               "command": ["{python}", str(WORKLOADS / "gated.py"), "10",
+                                           *(str(tmp_path / f"gate-{k}") for k in range(2))]}
     project.write_config(doc)
     project.runs = tmp_path / "pod-runs"
     _git(project.root, "init", "-q", "-b", "main")
@@ -48,22 +58,26 @@ def _git(repo: Path, *args: str) -> str:
                           text=True).stdout.strip()
 
 
-def test_two_refs_run_at_once_each_with_its_own_code(pod: Project) -> None:
+def test_two_refs_run_at_once_each_with_its_own_code(pod: Project, tmp_path: Path) -> None:
     first = _git(pod.root, "rev-parse", "HEAD")
     (pod.root / "version.txt").write_text("B\n")
     _git(pod.root, "commit", "-q", "-am", "B")
-    a = pod.ops("run", "submit", "-p", "version", "--ref", first, "--run-id", "ref-a", "--json")
-    b = pod.ops("run", "submit", "-p", "version", "--ref", "main", "--run-id", "ref-b", "--json")
+    a = pod.ops("run", "submit", "-p", "held", "--ref", first, "--run-id", "ref-a", "--json")
+    b = pod.ops("run", "submit", "-p", "held", "--ref", "main", "--run-id", "ref-b", "--json")
     assert a.exit_code == 0 and b.exit_code == 0, a.stderr + b.stderr
+    logs = {r: pod.runs / r / "stdout.log" for r in ("ref-a", "ref-b")}
+    # both have printed their version and both are held: they run at once, whatever the load
+    pod.wait_for(lambda: all(p.exists() and p.read_text().endswith("\n") for p in logs.values()),
+                 timeout=60)
+    assert not any((pod.runs / r / "summary.json").exists() for r in logs)
+    (tmp_path / "release").touch()
     for run_id, expected in (("ref-a", "A"), ("ref-b", "B")):
-        pod.wait_for((pod.runs / run_id / "summary.json").exists)
-        assert (pod.runs / run_id / "stdout.log").read_text() == f"{expected}\n"
+        pod.wait_for((pod.runs / run_id / "summary.json").exists, timeout=60)
+        assert pod.summary(run_id)["status"] == "completed"
+        assert logs[run_id].read_text() == f"{expected}\n"
         meta = json.loads((pod.runs / run_id / "run_metadata.json").read_text())
         assert meta["git"]["commit"] == (first if expected == "A" else
                                          _git(pod.root, "rev-parse", "HEAD"))
-    starts = [pod.summary(r)["started_at"] for r in ("ref-a", "ref-b")]
-    ends = [pod.summary(r)["ended_at"] for r in ("ref-a", "ref-b")]
-    assert max(starts) < min(ends)  # they overlapped
 
 
 def test_dirty_tree_is_refused_for_a_remote_submit(pod: Project) -> None:
@@ -94,30 +108,36 @@ def test_submit_status_tail_fetch_over_ssh(pod: Project, tmp_path: Path) -> None
         (pod.runs / "remote-1" / "stdout.log").read_bytes()
 
 
-def test_tail_follow_survives_a_dropped_connection(pod: Project, ssh_alias: SshAlias) -> None:
+def test_tail_follow_survives_a_dropped_connection(pod: Project, ssh_alias: SshAlias,
+                                                   tmp_path: Path) -> None:
+    """The connection is dropped twice while the run waits at a gate (so it is mid-run, seen
+    from the laptop), and each gate opens only after its drop: no timing involved."""
     loaded = load_config(pod.config_path)
     target = open_target(loaded, "pod")
+    gates = [tmp_path / f"gate-{k}" for k in range(2)]
     try:
-        done = submit.submit(loaded, target, "toy", ["max_iters=40", "sleep=0.05"],
-                             run_id="drop-tail")
+        done = submit.submit(loaded, target, "gated", [], run_id="drop-tail")
         received: list[bytes] = []
         drops = []
 
         def write(data: bytes) -> None:
             received.append(data)
-            if len(received) in (2, 4):  # drop twice while following
-                drops.append(ssh_alias.sshd.drop(target.host))  # type: ignore[arg-type]
+            seen = b"".join(received)
+            for k, gate in enumerate(gates):
+                if f"waiting at gate {k}".encode() in seen and not gate.exists():
+                    drops.append(ssh_alias.sshd.drop(target.host))  # type: ignore[arg-type]
+                    gate.touch()
 
         final = runs.tail(target, done.run_id, write, follow=True, poll_s=0.2)
     finally:
         target.close()
     assert final == "completed"
-    assert sum(drops) >= 1
+    assert len(drops) == 2 and all(killed >= 1 for killed in drops), drops
     lines = b"".join(received).decode().splitlines()
     iters = [line for line in lines if line.startswith("iter ")]
     assert iters == [line for line in (pod.runs / "drop-tail" / "stdout.log").read_text()
                      .splitlines() if line.startswith("iter ")]
-    assert len(iters) == 40 and len(set(iters)) == 40
+    assert len(iters) == 30 and len(set(iters)) == 30
 
 
 def test_fetch_resumes_after_a_dropped_connection(pod: Project, ssh_alias: SshAlias,
@@ -173,23 +193,24 @@ def test_fetch_over_ssh_sends_no_link_out_of_the_run_dir(pod: Project, tmp_path:
 
 
 def test_no_secret_reaches_the_pod_through_argv_or_env(pod: Project, tmp_path: Path) -> None:
+    release = tmp_path / "release"
     doc = json.loads(pod.config_path.read_text())
     doc["presets"]["leaky"] = {"kind": "command",
                                "command": ["{python}", str(Path(__file__).parent / "workloads" /
-                                                           "leaky.py"), "/dev/null", "2"],
+                                                           "leaky.py"), "/dev/null", str(release)],
                                "secrets_env": ["OPS_TEST_TOKEN"]}
     pod.write_config(doc)
-    canary = "canary-over-ssh-5e1f00d4"
+    canary = f"canary-over-ssh-{secrets.token_hex(6)}"  # no other run of the suite has it
     result = pod.ops("run", "submit", "-p", "leaky", "--run-id", "leak-ssh", "--json",
                      "--allow-dirty", env={"OPS_TEST_TOKEN": canary})
     assert result.exit_code == 0, result.stderr
     run_dir = pod.runs / "leak-ssh"
     pod.wait_for(lambda: b"lingering" in (run_dir / "stdout.log").read_bytes()
                  if (run_dir / "stdout.log").exists() else False)
-    for proc in psutil.process_iter(["cmdline", "environ"]):
-        assert canary not in " ".join(proc.info["cmdline"] or [])
-        if proc.info["environ"] and "OPS_TEST_TOKEN" not in proc.info["environ"]:
-            assert canary not in json.dumps(proc.info["environ"])
+    workload = workload_holding(release)
+    assert canary in json.dumps(workload.environ())  # the scan can see what it looks for
+    assert leaks(workload, [canary]) == []  # sshd, its shells, tmux, the wrapper: none has it
+    release.touch()
     pod.wait_for((run_dir / "summary.json").exists)
     for path in [p for p in run_dir.rglob("*") if p.is_file()]:
         assert canary.encode() not in path.read_bytes(), path

@@ -3,41 +3,38 @@
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 from pathlib import Path
 
-import psutil
 import pytest
 
 from .conftest import WORKLOADS, Project, base_config
+from .secret_scan import leaks, workload_holding
 
 pytestmark = pytest.mark.tmux
 
-FORWARDED = "canary-forwarded-7f3a9c1e"
-UNFORWARDED = "canary-unforwarded-41d2b8"
-IN_FILE = "canary-credfile-c09e77aa"
+# unique to each session: another run of this suite on the same machine (its processes are
+# scanned too) never holds these values
+FORWARDED = f"canary-forwarded-{secrets.token_hex(6)}"
+UNFORWARDED = f"canary-unforwarded-{secrets.token_hex(6)}"
+IN_FILE = f"canary-credfile-{secrets.token_hex(6)}"
 
 
 def _leaky_project(project: Project, tmp_path: Path) -> Path:
+    """A `leaky` preset that lingers until tmp_path/release exists."""
     creds = tmp_path / "creds.env"
     creds.write_text(f"# test credentials\nAPI_KEY={IN_FILE}\n")
     doc = base_config(project.runs, project.socket)
     doc["secrets"] = {"env": ["OPS_TEST_TOKEN"], "files": []}
-    doc["presets"]["leaky"] = {  # leaky.py CREDS_FILE LINGER_SECONDS
-        "kind": "command", "command": ["{python}", str(WORKLOADS / "leaky.py"), str(creds), "3"],
+    doc["presets"]["leaky"] = {  # leaky.py CREDS_FILE RELEASE_PATH
+        "kind": "command",
+        "command": ["{python}", str(WORKLOADS / "leaky.py"), str(creds), str(tmp_path / "release")],
         "secrets_env": ["OPS_TEST_TOKEN"], "secrets_files": [str(creds)],
         "limits": {"grace_sec": 1},
     }
     project.write_config(doc)
     return creds
-
-
-def _processes_mentioning(needles: list[str]) -> list[str]:
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        cmdline = " ".join(proc.info["cmdline"] or [])
-        found += [f"{proc.info['pid']}: {cmdline}" for n in needles if n in cmdline]
-    return found
 
 
 def test_canary_never_leaks(project: Project, tmp_path: Path) -> None:
@@ -48,13 +45,18 @@ def test_canary_never_leaks(project: Project, tmp_path: Path) -> None:
     run_dir = project.run_dir("leak")
     project.wait_for(lambda: b"lingering" in _read(run_dir / "stdout.log"))
     needles = [FORWARDED, UNFORWARDED, IN_FILE]
+    workload = workload_holding(tmp_path / "release")
+    assert FORWARDED in json.dumps(workload.environ())  # the scan can see what it looks for
 
-    # while it runs: no process argv, no tmux environment (global or session) holds a canary
-    assert _processes_mentioning(needles) == []
+    # while it runs (checked before and after): no process argv or environment but the
+    # workload's own, no tmux environment (global or session) holds a canary
+    assert leaks(workload, needles) == []
     for scope in (["-g"], ["-t", "ops-leak"]):
         shown = subprocess.run(["tmux", "-L", project.socket, "show-environment", *scope],
                                capture_output=True, text=True, check=True).stdout
         assert not any(n in shown for n in needles), shown
+    assert workload.is_running()
+    (tmp_path / "release").touch()
 
     project.wait_for((run_dir / "summary.json").exists)
     assert project.summary("leak")["status"] == "completed"

@@ -198,7 +198,8 @@ def test_guard_refuses_oversized_cache(dataset: Path) -> None:
                        r"cgroup v2\); use cache_rate=0\.\d+ or cache_rate=auto"):
         compute.resolve(dataclasses.replace(params, cache_rate=1.0), profile, small)
     auto = compute.resolve(params, profile, small)  # auto caches what fits
-    assert auto.cache_rate * compute.cached_bytes(profile) <= compute.ram_budget(small)
+    # floor(100 * 48.8 KiB / 714.0 KiB) / 100: what fits, in whole percent
+    assert compute.cached_bytes(profile) == 714 * 1024 and auto.cache_rate == 0.06
 
 
 def test_cgroup_v2_limits_beat_the_host(tmp_path: Path) -> None:
@@ -207,13 +208,15 @@ def test_cgroup_v2_limits_beat_the_host(tmp_path: Path) -> None:
     (root / "cgroup.controllers").write_text("cpu memory\n")
     (root / "memory.max").write_text("max\n")
     (root / "pod" / "memory.max").write_text(f"{2 << 30}\n")
-    (root / "pod" / "memory.current").write_text(f"{1 << 30}\n")
+    (root / "pod" / "memory.current").write_text(f"{(2 << 30) - (64 << 20)}\n")
     (root / "pod" / "cpu.max").write_text("150000 100000\n")
     proc = tmp_path / "cgroup.proc"
     proc.write_text("0::/pod\n")
     hw = compute.detect_hardware(root, proc, with_gpu=False)
-    assert hw.ram_source == "cgroup v2" and hw.ram_total <= 2 << 30
-    assert hw.ram_available <= 1 << 30 and hw.cpus <= 1.5
+    assert hw.ram_source == "cgroup v2" and hw.ram_total == 2 << 30
+    # 64 MiB left under the pod's limit, far less than this machine has free; 1.5 CPUs of quota
+    assert hw.ram_available == 64 << 20
+    assert hw.cpus == min(1.5, float(len(os.sched_getaffinity(0))))
 
 
 def test_resume_skips_done_fold_and_matches_an_uninterrupted_run(dataset: Path,

@@ -74,17 +74,26 @@ class ConnectPolicy:
 _NO_RETRY = ConnectPolicy(retry_for=0.0)
 
 
-def _retryable(exc: BaseException) -> bool:
-    """Errors a booting pod (or a bastion in front of one) produces."""
-    if isinstance(exc, (paramiko.AuthenticationException, paramiko.BadHostKeyException,
-                        socket.gaierror)):
+_RETRY_TYPES = (paramiko.ChannelException, paramiko.ProxyCommandFailure, EOFError,
+                paramiko.ssh_exception.NoValidConnectionsError, TimeoutError)
+_FINAL_TYPES = (paramiko.AuthenticationException, paramiko.BadHostKeyException,
+                socket.gaierror)
+
+
+def _retryable(exc: BaseException, depth: int = 0) -> bool:
+    """Errors a booting pod (or a bastion in front of one) produces, by type and errno only.
+    paramiko reports a socket failure during the banner or the key exchange as a bare
+    SSHException raised while handling it: the exception it wraps decides."""
+    if isinstance(exc, _FINAL_TYPES):
         return False
-    if isinstance(exc, (paramiko.ChannelException, paramiko.ProxyCommandFailure, EOFError,
-                        paramiko.ssh_exception.NoValidConnectionsError, TimeoutError)):
+    if isinstance(exc, _RETRY_TYPES):
         return True
-    if isinstance(exc, paramiko.SSHException):
-        return "banner" in str(exc).lower() or "unable to connect" in str(exc).lower()
-    return isinstance(exc, OSError) and exc.errno in _RETRY_ERRNOS
+    if isinstance(exc, OSError):
+        return exc.errno in _RETRY_ERRNOS
+    if isinstance(exc, paramiko.SSHException) and depth < 8:
+        cause = exc.__cause__ or exc.__context__
+        return cause is not None and _retryable(cause, depth + 1)
+    return False
 
 
 class SSHHost:
@@ -400,7 +409,7 @@ class SSHHost:
         return HostAuthError(
             f"authentication as {self.target.user} on {self.target.describe()} failed: "
             f"{error_reason(exc)}",
-            details=[f"keys offered: {', '.join(keys)}"],
+            details=[f"keys offered: {', '.join(keys)}", *self._config_source()],
             hint="check User and IdentityFile for this host in ~/.ssh/config, "
                  "or load the key into your agent with ssh-add",
         )
@@ -409,8 +418,16 @@ class SSHHost:
         reason = f"{type(exc).__name__}: {exc}".rstrip(": ")  # the type says most here
         tried = "" if final else f" after {attempts} attempts over {self.policy.retry_for:g} s"
         return HostUnreachableError(f"cannot connect to {self.target.describe()}{tried}: {reason}",
+                                    details=self._config_source(),
                                     hint="is the pod up and its sshd running? "
                                          "check the host's address and port")
+
+    def _config_source(self) -> list[str]:
+        """Where the address came from: the ssh config block of the alias, or nowhere."""
+        target = self.target
+        if target.source:
+            return [f"{target.name}: Host block at {target.source}"]
+        return [f"{target.name}: no Host block in ~/.ssh/config (or its Includes) names it"]
 
 
 def _fast_transport(sock: socket.socket | paramiko.Channel,

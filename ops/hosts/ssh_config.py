@@ -6,15 +6,25 @@ from ~/.ssh/config, or `[user@]host[:port]` (also `ssh://user@host:port` and `[v
 spec win over User and Port. Supported keywords: HostName, User, Port, IdentityFile,
 IdentitiesOnly, ProxyJump (a chain `a,b` is a through b through a), ProxyCommand,
 UserKnownHostsFile (read-only, like ~/.ssh/known_hosts) and ConnectTimeout.
+
+`Include` is followed as OpenSSH follows it (paramiko's parser ignores it): each argument is a
+glob, `~` is the home directory, a relative path is relative to ~/.ssh, the matches are read in
+sorted order where the Include line stands, and recursion stops at 16 levels with an error. An
+Include inside a Host or Match block applies only to that block: after the included lines the
+enclosing block resumes. Each target remembers the file and line of the Host block that named
+its alias (`SSHTarget.source`), which connection errors show.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import getpass
+import glob
 import os
 import re
+import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -24,6 +34,8 @@ from ops.errors import UsageError
 
 DEFAULT_PORT = 22
 MAX_JUMP_DEPTH = 8
+MAX_INCLUDE_DEPTH = 16  # OpenSSH's READCONF_MAX_DEPTH
+_KEYWORD_RE = re.compile(r"^\s*([A-Za-z]+)(?:\s*=\s*|\s+)(.*?)\s*$")
 _SPEC_RE = re.compile(
     r"^(?:ssh://)?(?:(?P<user>[^@\s/]+)@)?"
     r"(?:\[(?P<v6>[0-9A-Fa-f:.%]+)\]|(?P<host>[A-Za-z0-9_.-]+))"
@@ -52,6 +64,8 @@ class SSHTarget:
     proxy_command: str | None = None
     user_known_hosts: tuple[str, ...] = ()
     connect_timeout: float | None = None
+    source: str | None = None
+    """`FILE:LINE` of the ~/.ssh/config Host block that named this alias, if one did."""
 
     @property
     def host_key_name(self) -> str:
@@ -98,15 +112,95 @@ def default_config_path() -> Path:
     return Path.home() / ".ssh" / "config"
 
 
-def load_ssh_config(path: Path | None = None) -> paramiko.SSHConfig:
-    """~/.ssh/config (of $HOME, so tests can pin it), or an empty config when there is none."""
+class SSHConfigFile(paramiko.SSHConfig):  # type: ignore[misc]  # paramiko is untyped
+    """paramiko's config, parsed from text with every Include inlined, plus where each Host
+    line came from."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.origins: list[tuple[tuple[str, ...], str]] = []
+
+    def source_of(self, alias: str) -> str | None:
+        """FILE:LINE of the first Host line naming `alias` literally, else of the first one
+        whose pattern (other than a bare `*`) matches it."""
+        literal = [where for patterns, where in self.origins if alias in patterns]
+        if literal:
+            return literal[0]
+        for patterns, where in self.origins:
+            if _host_matches(patterns, alias):
+                return where
+        return None
+
+
+def _host_matches(patterns: tuple[str, ...], alias: str) -> bool:
+    if any(p.startswith("!") and fnmatch.fnmatchcase(alias, p[1:]) for p in patterns):
+        return False
+    return any(p != "*" and not p.startswith("!") and fnmatch.fnmatchcase(alias, p)
+               for p in patterns)
+
+
+@dataclass
+class _Inliner:
+    """Reads a config file with its Includes inlined (see the module docstring)."""
+
+    ssh_dir: Path
+    lines: list[str] = field(default_factory=list)
+    origins: list[tuple[tuple[str, ...], str]] = field(default_factory=list)
+
+    def read(self, path: Path, depth: int) -> None:
+        if depth > MAX_INCLUDE_DEPTH:
+            raise UsageError(f"ssh config: Include nested deeper than {MAX_INCLUDE_DEPTH} "
+                             f"levels at {path}", hint="look for an Include loop")
+        try:
+            text = path.read_text(errors="replace")
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        header = "Host *"  # the block in force: restored after an Include's lines
+        for lineno, line in enumerate(text.splitlines(), 1):
+            match = _KEYWORD_RE.match(line)
+            keyword = match[1].lower() if match else ""
+            if keyword == "include" and match is not None:
+                self._include(match[2], f"{path}:{lineno}", depth)
+                self.lines.append(header)
+                continue
+            if keyword in ("host", "match") and match is not None:
+                header = line.strip()
+                if keyword == "host":
+                    self.origins.append((tuple(_split(match[2], path, lineno)),
+                                         f"{path}:{lineno}"))
+            self.lines.append(line)
+
+    def _include(self, value: str, where: str, depth: int) -> None:
+        for arg in _split(value, Path(where), 0):
+            # a relative pattern is relative to ~/.ssh; join keeps an absolute one as it is
+            pattern = os.path.join(self.ssh_dir, os.path.expanduser(arg))
+            for name in sorted(glob.glob(pattern)):
+                if os.path.isfile(name):
+                    self.read(Path(name), depth + 1)
+
+
+def _split(value: str, path: Path, lineno: int) -> list[str]:
+    try:
+        return shlex.split(value, comments=False)
+    except ValueError as exc:
+        where = f"{path}:{lineno}" if lineno else str(path)
+        raise UsageError(f"ssh config: cannot parse {value!r} at {where}: {exc}") from None
+
+
+def load_ssh_config(path: Path | None = None) -> SSHConfigFile:
+    """~/.ssh/config (of $HOME, so tests can pin it) with its Includes, or an empty config
+    when there is none."""
     path = default_config_path() if path is None else path
     if not path.is_file():
-        return paramiko.SSHConfig()
+        return SSHConfigFile()
+    inliner = _Inliner(Path.home() / ".ssh")
+    inliner.read(path, 0)
     try:
-        return paramiko.SSHConfig.from_path(str(path))
-    except (OSError, paramiko.ConfigParseError) as exc:
+        config: SSHConfigFile = SSHConfigFile.from_text("\n".join(inliner.lines) + "\n")
+    except paramiko.ConfigParseError as exc:
         raise UsageError(f"cannot read {path}: {exc}") from exc
+    config.origins = inliner.origins
+    return config
 
 
 def resolve_target(spec: str, *, hosts: Mapping[str, HasAddress] | None = None,
@@ -137,6 +231,7 @@ def _resolve(spec: str, config: paramiko.SSHConfig, depth: int) -> SSHTarget:
         user_known_hosts=tuple(os.path.expanduser(p) for p in
                                str(opts.get("userknownhostsfile", "")).split()),
         connect_timeout=_int_option(opts, "connecttimeout", spec),
+        source=config.source_of(parsed.host) if isinstance(config, SSHConfigFile) else None,
     )
 
 

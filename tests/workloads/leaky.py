@@ -1,4 +1,5 @@
-"""Prints every secret it can find, then lingers so that tests can inspect running processes."""
+"""Prints every secret it can find, then lingers so that tests can inspect running processes:
+ARGV: CREDS_FILE SECONDS, or CREDS_FILE RELEASE_PATH to linger until that file exists."""
 import os
 import sys
 import time
@@ -15,4 +16,9 @@ print(f"{token[5:]} end", flush=True)
 sys.stderr.write(f"stderr also: {token}\n")
 sys.stderr.flush()
 print("lingering", flush=True)
-time.sleep(float(sys.argv[2]))
+try:
+    time.sleep(float(sys.argv[2]))
+except ValueError:  # a path: linger until the test creates it (a minute at most)
+    release, deadline = Path(sys.argv[2]), time.monotonic() + 60
+    while not release.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
