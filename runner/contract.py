@@ -89,7 +89,8 @@ DEFAULT_REQUIRED = (
 # statuses recorded in summary.json
 RECORDED_STATUSES = ("completed", "failed", "killed", "timeout", "aborted")
 # statuses a reader derives, never stored
-DERIVED_STATUSES = ("queued", "launching", "running", "stalled", "dead", "invalid")
+DERIVED_STATUSES = ("queued", "launching", "running", "stalled", "dead", "invalid",
+                    "starting", "serving", "unhealthy")  # the last three: a live service
 WRITERS = ("wrapper", "runner")
 
 RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")

@@ -184,6 +184,7 @@ DERIVED_FILE = "derived.json"  # in {out_dir}: values a workload derives at run 
 # failure classes a workload may report with track.event("failure", failure_class=...)
 WORKLOAD_FAILURE_CLASSES = ("guard", "non_finite_loss", "data", "config")
 SUMMARY_FILE_LIMIT = 4 << 20  # a workload's own summary file: numbers only, bounded
+RESULTS_FILE = "results.jsonl"  # an eval's per-item records, one JSON object a line
 
 
 @dataclass
@@ -206,6 +207,7 @@ class RunEnd:
     events: EventLog
     started_at: float
     seal: str | None
+    probe: Any = None  # runner.service.HealthProbe of a service run
 
     @property
     def out_dir(self) -> Path:
@@ -232,9 +234,22 @@ class RunEnd:
             written_by="wrapper", failure=failure, exit_code=exit_code, signal=sig,
             metrics_final=final, metrics_best=best,
             files=file_digests(self.run_dir, sorted(self.ledger.written)),
-            contract_violations=violations, wandb=self._wandb_final(), seal=self.seal)
+            contract_violations=violations, wandb=self._wandb_final(), seal=self.seal,
+            **self._kind_fields(ended))
         write_summary(self.run_dir, doc)
         return exit_code if exit_code is not None else 128 + (-(returncode or 0) or 1)
+
+    def _kind_fields(self, ended: float) -> dict[str, Any]:
+        """What an eval or a service adds to summary.json: the aggregate of results.jsonl and
+        the parent it evaluated; the service's uptime, probes and reported request count."""
+        extra: dict[str, Any] = {}
+        if self.spec.get("kind") == "eval":
+            extra["eval"] = {"parent_run_id": self.spec.get("parent_run_id"),
+                             "checkpoint": self.values.get("checkpoint"),
+                             "results": results_aggregate(self.run_dir / RESULTS_FILE)}
+        if self.probe is not None:
+            extra["service"] = self.probe.final(ended)
+        return extra
 
     def _outcome(self, exit_code: int | None, sig: str | None, stop: Stop,
                  launch_error: str | None) -> tuple[str, dict[str, Any] | None]:
@@ -303,6 +318,35 @@ class RunEnd:
         if not path.is_absolute():
             path = resolve_cwd(self.spec["workload"], self.values) / path
         return numbers_from_summary_file(path)
+
+
+RESULTS_FIELDS_LIMIT = 200  # numeric fields averaged from results.jsonl
+
+
+def results_aggregate(path: Path) -> dict[str, Any]:
+    """Item count and the mean of every numeric field of results.jsonl (nulls and non-finite
+    values skipped, counted per field), read as untrusted input."""
+    read = contract.read_jsonl(path)
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    items = 0
+    for record in read.records:
+        items += 1
+        for name, value in record.items():
+            if _is_number(value) and (name in sums or len(sums) < RESULTS_FIELDS_LIMIT):
+                sums[name] = sums.get(name, 0.0) + float(value)
+                counts[name] = counts.get(name, 0) + 1
+    present = path.is_file()
+    return {"file": RESULTS_FILE if present else None, "n_items": items,
+            "mean": {k: sums[k] / counts[k] for k in sorted(sums)},
+            "n": {k: counts[k] for k in sorted(counts)},
+            "sha256": _digest(path) if present else None}
+
+
+def _digest(path: Path) -> str | None:
+    with contextlib.suppress(OSError, contract.ContractError):
+        return contract.sha256_file(path)
+    return None
 
 
 def _best_rules(spec: Mapping[str, Any]) -> dict[str, str]:

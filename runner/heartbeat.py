@@ -68,7 +68,8 @@ def tree_rss(pid: int) -> tuple[int, list[int]]:
 
 class Heartbeat(threading.Thread):
     def __init__(self, run_dir: Path, run_id: str, *, interval: float, workload_pid: int,
-                 limits: Limits, on_limit: Callable[[Breach], None]):
+                 limits: Limits, on_limit: Callable[[Breach], None],
+                 service: Callable[[], dict[str, Any]] | None = None):
         super().__init__(name="ops-heartbeat", daemon=True)
         self.run_dir = run_dir
         self.run_id = run_id
@@ -76,6 +77,7 @@ class Heartbeat(threading.Thread):
         self.workload_pid = workload_pid
         self.limits = limits
         self.on_limit = on_limit
+        self.service = service  # the health probe's snapshot, for a service run
         self.started = time.time()
         self.seq = 0
         self.step: int | None = None
@@ -118,6 +120,8 @@ class Heartbeat(threading.Thread):
             "last_step_at": contract.iso(self.last_step_at) if self.last_step_at else None,
             "rss_bytes": rss, "gpu_memory_bytes": gpu_bytes,
         }
+        if self.service is not None:
+            doc["service"] = self.service()
         try:
             contract.atomic_write_json(self.run_dir / contract.HEARTBEAT, doc)
         except OSError:

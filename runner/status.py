@@ -42,6 +42,7 @@ SHAPES: dict[str, dict[str, fields.Rule]] = {
                 "metrics_final": fields.OBJECT_OR_NULL, "failure": fields.OBJECT_OR_NULL,
                 "failure.class": fields.TEXT, "failure.message": fields.TEXT},
 }
+SERVICE_STATES = ("starting", "serving", "unhealthy")  # a live service's status, from its probe
 SUMMARY_WHILE_ALIVE = ("summary.json present but the wrapper is still running "
                        "(ignored until it exits)")
 
@@ -312,9 +313,35 @@ def _live_status(run_dir: Path, spec: dict[str, Any], now: float, beat: dict[str
                 last_step_at=fields.text(beat.get("last_step_at"), 64))
     if age > stall_after:
         info.update(status="stalled", reason=f"heartbeat {age:.0f} s old (interval {interval:g} s)")
+    elif fields.text(spec.get("kind")) == "service":
+        _service_status(beat, info)
     else:
         info.update(status="running")
     return info
+
+
+def _service_status(beat: dict[str, Any], info: dict[str, Any]) -> None:
+    """A live service reads starting, serving or unhealthy, as its health probe last found;
+    every field of the probe's record is checked before it is shown."""
+    block = beat.get("service")
+    state = block.get("state") if isinstance(block, dict) else None
+    if not isinstance(block, dict) or state not in SERVICE_STATES:
+        info.update(status="starting", reason="no health probe recorded yet")
+        return
+    code = fields.integer(block.get("last_status_code"))
+    latency = fields.number(block.get("last_latency_ms"))
+    info.update(status=state, service={
+        "port": fields.integer(block.get("port")),
+        "last_status_code": code if code is not None and 100 <= code <= 599 else None,
+        "last_latency_ms": latency if latency is not None and latency >= 0 else None,
+        "last_probe_at": fields.text(block.get("last_probe_at"), 64),
+        "ready_at": fields.text(block.get("ready_at"), 64),
+        "requests": fields.integer(block.get("requests")),
+        "last_error": fields.text(block.get("last_error"), 300)})
+    if state == "unhealthy":
+        info["reason"] = fields.clip(
+            "health probe failing: " + (f"HTTP {code}" if code is not None
+                                        else fields.text(block.get("last_error"), 300) or "?"))
 
 
 def list_runs(root: Path, *, tidy: bool = False) -> list[dict[str, Any]]:

@@ -14,7 +14,8 @@ from typing import Any
 
 from runner.envpolicy import DISTRIBUTED_ENV, scrubbed_env
 
-PLACEHOLDERS = ("run_dir", "out_dir", "checkpoints_dir", "code_dir", "data_dir", "run_id", "python")
+PLACEHOLDERS = ("run_dir", "out_dir", "checkpoints_dir", "code_dir", "data_dir", "run_id", "python",
+                "parent_run_dir", "checkpoint", "port")  # the last three: eval and service kinds
 _PLACEHOLDER_RE = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
 
 

@@ -12,7 +12,7 @@ from ops.cli.context import host_options, load, target_for
 from ops.config.loader import LoadedConfig
 from ops.errors import UsageError
 from ops.report import detail, diff
-from ops.services import dryrun, fetch, preflight, runs, submit
+from ops.services import dryrun, evaluation, fetch, forward, preflight, runs, submit
 
 
 @click.group("run")
@@ -24,6 +24,8 @@ def run_group() -> None:
 @click.option("--preset", "-p", default=None, help="Preset name from project.json.")
 @click.option("--resume", "resume_id", default=None, metavar="RUN_ID",
               help="A new run that continues where RUN_ID stopped (its preset and overrides).")
+@click.option("--from", "from_id", default=None, metavar="RUN_ID",
+              help="For an eval preset: the ended run whose checkpoint it scores.")
 @click.option("--debug", is_flag=True, help="Apply the preset's debug_overrides (a short run).")
 @click.option("--ref", default=None, metavar="REF",
               help="Code to run: a branch, tag, sha or pr:N, synced to the host (remote hosts "
@@ -41,13 +43,16 @@ def run_group() -> None:
                    "nothing.")
 @host_options
 @click.pass_context
-def submit_cmd(ctx: click.Context, preset: str | None, resume_id: str | None, debug: bool,
-               ref: str | None, allow_dirty: bool, sets: tuple[str, ...], run_id: str | None,
+def submit_cmd(ctx: click.Context, preset: str | None, resume_id: str | None,
+               from_id: str | None, debug: bool, ref: str | None, allow_dirty: bool,
+               sets: tuple[str, ...], run_id: str | None,
                follow: bool, as_json: bool, skip_preflight: bool, dry_run: bool,
                host: str | None, accept_new: bool) -> None:
     """Create a run directory and launch a preset detached in tmux (a sweep: one run each)."""
     if (preset is None) == (resume_id is None):
         raise UsageError("give exactly one of --preset and --resume")
+    if from_id and resume_id:
+        raise UsageError("--from goes with --preset (an eval preset), not with --resume")
     loaded = load(ctx)
     target = target_for(ctx, loaded, host, accept_new)
     if dry_run:
@@ -56,7 +61,10 @@ def submit_cmd(ctx: click.Context, preset: str | None, resume_id: str | None, de
     if not skip_preflight:
         preflight.require_pass(preflight.run_preflight(loaded, target, preset))
     code = submit.CodeChoice(ref, allow_dirty)
-    if resume_id:
+    if from_id:
+        done = evaluation.submit_from(loaded, target, str(preset), from_id, sets,
+                                      run_id=run_id, debug=debug, code=code)
+    elif resume_id:
         done = submit.resume(loaded, target, resume_id, sets, run_id=run_id, debug=debug,
                              code=code)
     else:
@@ -199,6 +207,20 @@ def fetch_cmd(ctx: click.Context, run_id: str, dest: Path | None, with_checkpoin
         render.echo_json(result.to_json())
     else:
         click.echo(render.fetched(result))
+
+
+@run_group.command("open")
+@click.argument("run_id")
+@click.option("--local-port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port to listen on here (0: any free port).")
+@host_options
+@click.pass_context
+def open_cmd(ctx: click.Context, run_id: str, local_port: int, host: str | None,
+             accept_new: bool) -> None:
+    """Reach a service run's port: print its URL (local host) or forward it here over SSH
+    until Ctrl-C."""
+    target = target_for(ctx, load(ctx), host, accept_new)
+    forward.open_service(target, run_id, local_port, click.echo)
 
 
 def _write_stdout(data: bytes) -> None:

@@ -26,7 +26,7 @@ from runner.logpump import compile_metric_pattern
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 OVERRIDE_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
-KNOWN_PRESET_KINDS = ("command", "monai_seg", "sweep")
+KNOWN_PRESET_KINDS = ("command", "monai_seg", "sweep", "eval", "service")
 # what a monai_seg preset runs: the built-in trainer, with its params as --key=value
 TRAINER_COMMAND = ("{python}", "-m", "runner.seg.train", "--data_dir={data_dir}")
 
@@ -303,6 +303,48 @@ def trainer_defaults() -> dict[str, OverrideValue]:
     return defaults
 
 
+class EvalPreset(CommandPreset):
+    """A command that scores a parent run's checkpoint (`ops run submit -p NAME --from RUN`)
+    and writes one record per item to {run_dir}/results.jsonl ($OPS_RESULTS_FILE)."""
+
+    kind: Literal["eval"]  # type: ignore[assignment]  # a narrower tag of the same field
+    """Preset kind."""
+    checkpoint: ArgText = "checkpoints/ckpt_best.pt"
+    """The checkpoint to read, relative to the parent run's directory: {checkpoint} in argv
+    (also $OPS_CHECKPOINT); the parent run dir is {parent_run_dir}."""
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _inside_parent(cls, value: str) -> str:
+        path = PurePosixPath(value)
+        if not value or path.is_absolute() or value.startswith("~") or ".." in path.parts:
+            raise ValueError(f"must be a path inside the parent run dir, got {value!r}")
+        return value
+
+
+class ServiceSection(_Closed):
+    port: int = Field(ge=1, le=65535)
+    """The port the server listens on, on the host; {port} in argv ($OPS_SERVICE_PORT)."""
+    health: str = Field("/health", pattern=r"^/[\x21-\x7e]*$", max_length=512)
+    """Path the wrapper GETs on 127.0.0.1:port; a 2xx answer means healthy."""
+    ready_timeout_sec: float = _bounded(600.0, gt=0, le=MAX_DURATION_SEC)
+    """A server not healthy this many seconds after its start is stopped: failed, not_ready."""
+    probe_interval_sec: float = _bounded(5.0, gt=0, le=MAX_WAIT_SEC)
+    """Seconds between two health probes."""
+    probe_timeout_sec: float = _bounded(5.0, gt=0, le=MAX_WAIT_SEC)
+    """A probe without an answer within this many seconds counts as failed."""
+
+
+class ServicePreset(CommandPreset):
+    """A long-running server: launched like any run, probed for health while it serves,
+    reachable from the laptop with `ops run open RUN`, stopped with `ops run cancel`."""
+
+    kind: Literal["service"]  # type: ignore[assignment]  # a narrower tag of the same field
+    """Preset kind."""
+    service: ServiceSection
+    """Port, health path and how long the server may take to become healthy."""
+
+
 class SweepPreset(_Closed):
     """Several presets run one after another as separate runs, grouped by a sweep id."""
 
@@ -314,8 +356,9 @@ class SweepPreset(_Closed):
     """Names of the presets to run, in order; each becomes its own run."""
 
 
-Preset = Annotated[CommandPreset | MonaiSegPreset | SweepPreset, Field(discriminator="kind")]
-WorkloadPreset = CommandPreset  # what a run executes: command and monai_seg presets
+Preset = Annotated[CommandPreset | MonaiSegPreset | EvalPreset | ServicePreset | SweepPreset,
+                   Field(discriminator="kind")]
+WorkloadPreset = CommandPreset  # what a run executes: command, monai_seg, eval, service presets
 
 
 class ProjectConfig(_Closed):

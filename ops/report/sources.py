@@ -30,7 +30,7 @@ from runner.report_data import Want
 
 SINCE_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-LIVE = ("launching", "running", "stalled", "dead")
+LIVE = ("launching", "running", "stalled", "dead", "starting", "serving", "unhealthy")
 
 
 @dataclass(frozen=True)

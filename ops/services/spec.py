@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ops.config.loader import LoadedConfig, ResolvedPreset
-from ops.config.models import CommandPreset, MonaiSegPreset
+from ops.config.models import CommandPreset, EvalPreset, MonaiSegPreset, ServicePreset
 from ops.errors import UsageError
 from runner import contract
 
@@ -90,6 +90,9 @@ def build_spec(loaded: LoadedConfig, resolved: ResolvedPreset, run_id: str, *, p
                code: Mapping[str, Any], secret_names: list[str],
                parent_run_id: str | None = None) -> dict[str, Any]:
     cfg = loaded.config
+    if isinstance(resolved.preset, EvalPreset) and not parent_run_id:
+        raise UsageError(f"preset {resolved.name!r} is an eval: it needs the run to evaluate",
+                         hint=f"ops run submit -p {resolved.name} --from RUN_ID")
     preset, replaced_dir = _with_data_dir(resolved.preset)
     preset = _with_wandb(preset, cfg.storage.wandb.mode, cfg.storage.wandb.project
                          or cfg.project.name)
@@ -125,6 +128,9 @@ def build_spec(loaded: LoadedConfig, resolved: ResolvedPreset, run_id: str, *, p
         "metrics": {"from_stdout": [{"pattern": m.pattern} for m in preset.metrics_from_stdout],
                     "summary_from": preset.summary_from, "best": dict(preset.best)},
         "dataset": _dataset_block(preset, replaced_dir),
+        "eval": {"checkpoint": preset.checkpoint} if isinstance(preset, EvalPreset) else None,
+        "service": (preset.service.model_dump(mode="json")
+                    if isinstance(preset, ServicePreset) else None),
         "secrets": {
             "env_names": secret_names,
             "files": [*cfg.secrets.files, *preset.secrets_files],
