@@ -38,8 +38,9 @@ demo: system-deps $(STAMP) $(DEMO_DATA)/dataset.json
 smoke: system-deps $(STAMP)
 	$(OPS) run submit --preset smoke --follow
 
+# two workers, one test file each at a time (module fixtures such as sshd stay per worker)
 test: system-deps $(STAMP)
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check ops runner tests bench
