@@ -1,4 +1,10 @@
-"""NVML, imported lazily: a pod without nvidia-ml-py or without a GPU gets None, not an error."""
+"""NVML, imported lazily: a pod without nvidia-ml-py or without a GPU gets None, not an error.
+
+`pynvml` is looked up at call time (the import seam: tests put a stand-in in sys.modules), once
+per process. Why NVML is not there is kept (`unavailable_reason`), because a run with
+`gpu_mem_limit_mb` then cannot have its limit enforced and must say so (`limit_warning`)
+instead of never triggering in silence.
+"""
 
 from __future__ import annotations
 
@@ -18,13 +24,34 @@ def _nvml() -> Any | None:
         mod: Any | None = None
         try:
             import pynvml
-
-            pynvml.nvmlInit()
-            mod = pynvml
-        except Exception:  # noqa: BLE001 - no library, no driver, no device: all mean "no GPU"
-            mod = None
+        except ImportError:
+            _state["why"] = "nvidia-ml-py (pynvml) is not installed in the runner's python"
+        else:
+            try:
+                pynvml.nvmlInit()
+                mod = pynvml
+            except Exception as exc:  # noqa: BLE001 - no driver, no device: both mean "no GPU"
+                _state["why"] = f"NVML did not start ({type(exc).__name__}: {exc})"
         _state["mod"] = mod
         return mod
+
+
+def unavailable_reason() -> str | None:
+    """None when NVML answers, else why it does not."""
+    if _nvml() is not None:
+        return None
+    return str(_state.get("why") or "NVML is not available")
+
+
+def limit_warning(limit_bytes: int | None) -> str | None:
+    """The warning a run with a GPU memory limit gets when this host cannot measure it."""
+    if not limit_bytes:
+        return None
+    why = unavailable_reason()
+    if why is None:
+        return None
+    return (f"gpu_mem_limit_mb ({limit_bytes / 2**20:.0f} MiB) cannot be enforced on this host: "
+            f"{why}")
 
 
 def devices() -> list[dict[str, Any]]:

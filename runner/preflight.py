@@ -70,7 +70,9 @@ def _gpu_devices() -> list[dict[str, Any]]:
 
 def _gpu_check(devices: list[dict[str, Any]]) -> dict[str, Any]:
     if not devices:
-        return _check("gpu", "warn", "no GPU visible through NVML",
+        why = gpu.unavailable_reason()  # e.g. nvidia-ml-py missing: say what that costs
+        return _check("gpu", "warn", "no GPU visible through NVML"
+                      + (f" ({why}; gpu_mem_limit_mb cannot be enforced)" if why else ""),
                       "the run uses the CPU; rent a GPU pod (`ops pod up`) for real training")
     names = ", ".join(sorted({d["name"] for d in devices}))
     return _check("gpu", "pass", f"{len(devices)}x {names}, driver {gpu.driver_version()}")

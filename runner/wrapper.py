@@ -22,7 +22,7 @@ from typing import Any
 
 import psutil
 
-from runner import __version__, contract, reaper, redact, slurm, snapshots
+from runner import __version__, contract, gpu, reaper, redact, slurm, snapshots
 from runner import service as svc
 from runner import workload_command as wc
 from runner.envpolicy import scrubbed_env
@@ -195,6 +195,9 @@ class Wrapper:
                          limits=Limits.from_spec(spec.get("limits", {})), on_limit=self._on_breach,
                          service=self.probe.snapshot if self.probe is not None else None)
         beat.start()
+        unenforced = gpu.limit_warning(beat.limits.gpu_mem_limit_bytes)
+        if unenforced:  # never a limit that silently cannot trigger
+            self.events.emit("warning", message=unenforced)
         returncode = self.proc.wait()
         if self.probe is not None:
             self.probe.stop()
