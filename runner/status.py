@@ -18,7 +18,7 @@ from typing import Any
 
 import psutil
 
-from runner import contract, fields, reaper, sweep, tmux
+from runner import contract, fields, reaper, slurm, sweep, tmux
 from runner import tidy as tidy_module
 
 LAUNCH_WINDOW_SEC = 60.0
@@ -109,8 +109,14 @@ def final_summary(run_dir: Path, *, host_boot: str | None = None) -> dict[str, A
     """The runner's sealed summary.json, and only once the wrapper that owns the run is gone
     (a launch failure has no wrapper: its summary counts at once). None otherwise."""
     summary = contract.read_runner_summary(run_dir)
-    if summary is None or SessionCache().wrapper_running(run_dir):
+    cache = SessionCache()
+    if summary is None or cache.wrapper_running(run_dir):
         return None
+    spec = contract.read_json_or_none(run_dir / contract.SPEC)
+    if slurm.is_slurm(spec):  # the wrapper ran on a compute node: gone = its job has ended
+        job = slurm.job_id(spec)
+        state = cache.slurm_job(job) if job else None
+        return None if state is not None and state.active else summary
     meta, _ = read_doc(run_dir / contract.METADATA, "run_metadata")
     beat, _ = read_doc(run_dir / contract.HEARTBEAT, "heartbeat")
     owner = owner_of(meta, beat)
@@ -126,6 +132,24 @@ class SessionCache:
     def __init__(self) -> None:
         self._by_socket: dict[str, set[str]] = {}
         self._wrappers: dict[str, int] | None = None
+        self._jobs: dict[str, slurm.Job | None] | None = None
+        self.slurm_error: str | None = None
+
+    def slurm_job(self, job_id: str) -> slurm.Job | None:
+        """SLURM's word on a job: one squeue call for every job of the user per status call
+        (sacct only for a job squeue no longer holds). None when SLURM knows no such job or
+        could not be asked (then ``slurm_error`` says why)."""
+        if self._jobs is None:
+            try:
+                self._jobs = dict(slurm.query())
+            except slurm.SlurmError as exc:
+                self._jobs, self.slurm_error = {}, fields.clip(str(exc))
+        if job_id not in self._jobs and self.slurm_error is None:
+            try:
+                self._jobs[job_id] = slurm.query([job_id]).get(job_id)
+            except slurm.SlurmError as exc:
+                self._jobs[job_id], self.slurm_error = None, fields.clip(str(exc))
+        return self._jobs.get(job_id)
 
     def wrapper_running(self, run_dir: Path) -> bool:
         """Whether a `runner exec RUN_DIR` process of this run is in the process table: the
@@ -175,8 +199,11 @@ def run_status(run_dir: Path, *, now: float | None = None, host_boot: str | None
     sessions = sessions or SessionCache()
     if spec is not None:
         _spec_fields(spec, info, sessions)
-    _derive(run_dir, spec, now, host_boot or contract.boot_id(), info,
-            exec_running=sessions.wrapper_running(run_dir))
+    if spec is not None and slurm.is_slurm(spec):
+        _slurm_derive(run_dir, spec, now, info, sessions)
+    else:
+        _derive(run_dir, spec, now, host_boot or contract.boot_id(), info,
+                exec_running=sessions.wrapper_running(run_dir))
     if tidy and info["status"] in (*contract.RECORDED_STATUSES, "dead"):
         info["notes"].extend(tidy_module.tidy(run_dir, spec, now))
     return info
@@ -342,6 +369,72 @@ def _service_status(beat: dict[str, Any], info: dict[str, Any]) -> None:
         info["reason"] = fields.clip(
             "health probe failing: " + (f"HTTP {code}" if code is not None
                                         else fields.text(block.get("last_error"), 300) or "?"))
+
+
+def _slurm_derive(run_dir: Path, spec: dict[str, Any], now: float, info: dict[str, Any],
+                  sessions: SessionCache) -> dict[str, Any]:
+    """A run SLURM launched: its wrapper runs on a compute node, so no pid is checked from
+    here. The job state decides whether the wrapper can still run (a summary counts only once
+    the job has ended); a live job's status comes from its heartbeat, a queued one carries
+    SLURM's reason, and a job that ended without a runner summary is dead with SLURM's final
+    state as the failure class."""
+    job_id = slurm.job_id(spec)
+    info["slurm_job_id"] = job_id
+    job = sessions.slurm_job(job_id) if job_id else None
+    if job is not None:
+        info["slurm"] = job.to_json()
+    active = job is not None and job.active
+    if _summary_status(run_dir, info, wrapper_running=active or
+                       sessions.wrapper_running(run_dir)):
+        return info
+    if job_id is None:
+        return _not_submitted(run_dir, now, info)
+    if sessions.slurm_error is not None and job is None:
+        info["notes"].append(f"SLURM could not be asked: {sessions.slurm_error}")
+        return _heartbeat_status(run_dir, spec, now, info)
+    if job is not None and job.waiting:
+        reason = job.reason if job.reason and job.reason not in ("None", "(null)") \
+            else "waiting for the scheduler"
+        info.update(status="queued", reason=f"SLURM job {job_id} pending: {reason}")
+        return info
+    if active:
+        return _heartbeat_status(run_dir, spec, now, info)
+    return _slurm_dead(run_dir, job_id, job, info)
+
+
+def _not_submitted(run_dir: Path, now: float, info: dict[str, Any]) -> dict[str, Any]:
+    if _young(run_dir, now):
+        info.update(status="launching", reason="not yet submitted to SLURM")
+    else:
+        info.update(status="dead", reason="never submitted to SLURM (no job id recorded)")
+    return info
+
+
+def _heartbeat_status(run_dir: Path, spec: dict[str, Any], now: float,
+                      info: dict[str, Any]) -> dict[str, Any]:
+    meta, _ = read_doc(run_dir / contract.METADATA, "run_metadata")
+    beat, beat_problem = read_doc(run_dir / contract.HEARTBEAT, "heartbeat")
+    if meta is None and beat is None and beat_problem is None:
+        info.update(status="launching", reason="the job runs; the wrapper has not started yet")
+        return info
+    info["started_at"] = fields.text((meta or {}).get("started_at"), 64)
+    return _live_status(run_dir, spec, now, beat, info, beat_problem=beat_problem)
+
+
+def _slurm_dead(run_dir: Path, job_id: str, job: slurm.Job | None,
+                info: dict[str, Any]) -> dict[str, Any]:
+    exit_doc, _ = read_doc(run_dir / contract.EXIT, "exit")
+    exit_code = fields.integer((exit_doc or {}).get("exit_code"))
+    if exit_doc is None and job is not None:
+        exit_code = job.exit_code
+    state = job.state if job is not None else "UNKNOWN"
+    known = f"ended {state}" if job is not None else \
+        "is no longer known to SLURM (purged after MinJobAge; no accounting to ask)"
+    info.update(status="dead", exit_code=exit_code,
+                reason=f"SLURM job {job_id} {known} without a runner summary",
+                failure={"class": state, "message": f"SLURM job {job_id} {known}"
+                         + (f" ({job.signal})" if job is not None and job.signal else "")})
+    return info
 
 
 def list_runs(root: Path, *, tidy: bool = False) -> list[dict[str, Any]]:

@@ -101,6 +101,8 @@ class Tracker:
 
 def _from_env() -> Tracker:
     value = os.environ.get("OPS_RUN_DIR")
+    if os.environ.get("RANK", "0") != "0":
+        return Tracker(None)  # under torchrun only rank 0 writes the run's metrics and events
     return Tracker(Path(value) if value else None)
 
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runner import contract, reaper, redact, sweep, tmux
+from runner import contract, reaper, redact, slurm, sweep, tmux
 from runner.envpolicy import scrubbed_env
 from runner.finish import failure_record, summary_doc, write_summary
 from runner.status import final_summary, run_status, wrapper_alive
@@ -45,21 +45,55 @@ def submit(root: Path, payload: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(spec.get("tmux"), dict):
         spec["tmux"] = {}
     socket = spec["tmux"].get("socket") or "ops"
-    session = spec["tmux"]["session"] = tmux.session_name(run_id)
+    on_slurm = slurm.is_slurm(spec)
+    session = None if on_slurm else tmux.session_name(run_id)
+    if session is not None:
+        spec["tmux"]["session"] = session
     sweep_stale_stores(root)
     key = None
+    jobs: list[str] = []
     try:
         key = redact.place_store(spec, secrets, root)
         contract.atomic_write_json(run_dir / contract.SPEC, spec)
-        tmux.launch_wrapper(run_dir, socket, session)
+        if on_slurm:
+            jobs = launch_slurm([run_dir], [spec], parallel=True)
+        else:
+            tmux.launch_wrapper(run_dir, socket, str(session))
     except Exception as exc:
         redact.discard_store(spec)
         if not (run_dir / contract.SPEC).exists():
             _write_spec_anyway(run_dir, spec)
         _record_launch_failure(run_dir, run_id, f"launch failed: {exc}", key)
         raise VerbError("failed", f"could not launch {run_id}: {exc}") from exc
-    return {"run_id": run_id, "run_dir": str(run_dir), "tmux_session": session,
-            "tmux_socket": socket}
+    answer = {"run_id": run_id, "run_dir": str(run_dir), "tmux_session": session,
+              "tmux_socket": socket}
+    if on_slurm:
+        answer.update(launcher="slurm", slurm_job_id=jobs[0])
+    return answer
+
+
+def launch_slurm(run_dirs: list[Path], specs: list[dict[str, Any]], *,
+                 parallel: bool) -> list[str]:
+    """sbatch each run held (in order, each after the previous one ends unless ``parallel``),
+    record its job id in spec.json and the events, then release them all. On a failure the
+    jobs already made are cancelled and the error is raised."""
+    jobs: list[str] = []
+    try:
+        for run_dir, spec in zip(run_dirs, specs, strict=True):
+            dependency = f"afterany:{jobs[-1]}" if jobs and not parallel else None
+            job = slurm.submit_held(run_dir, spec, dependency=dependency)
+            jobs.append(job)
+            contract.atomic_write_json(run_dir / contract.SPEC, spec)
+            EventLog(run_dir / contract.EVENTS, run_dir.name, source="runner").emit(
+                "slurm_submitted", job_id=job, dependency=dependency,
+                argv=slurm.block(spec).get("argv"))
+        slurm.release(jobs)
+    except (slurm.SlurmError, OSError) as exc:
+        for job in jobs:
+            with contextlib.suppress(slurm.SlurmError):
+                slurm.scancel(job)
+        raise RuntimeError(str(exc)) from exc
+    return jobs
 
 
 def _secrets(value: Any) -> dict[str, str]:
@@ -114,6 +148,10 @@ def submit_sweep(root: Path, payload: dict[str, Any]) -> dict[str, Any]:
         raise VerbError("conflict", str(exc)) from exc
     except contract.ContractError as exc:
         raise VerbError("usage", str(exc)) from exc
+    if slurm.is_slurm(specs[0]):
+        return _launch_slurm_sweep(sweep_id, run_dirs, specs,
+                                   parallel=payload.get("parallel") is True
+                                   or slurm.block(specs[0]).get("parallel") is True)
     try:
         session = sweep.launch(root, sweep_id)
     except Exception as exc:
@@ -126,6 +164,23 @@ def submit_sweep(root: Path, payload: dict[str, Any]) -> dict[str, Any]:
     return {"sweep_id": sweep_id, "run_ids": [d.name for d in run_dirs],
             "run_dirs": [str(d) for d in run_dirs], "tmux_session": session,
             "tmux_socket": specs[0].get("tmux", {}).get("socket") or "ops"}
+
+
+def _launch_slurm_sweep(sweep_id: str, run_dirs: list[Path], specs: list[dict[str, Any]], *,
+                        parallel: bool) -> dict[str, Any]:
+    """Each member its own SLURM job: in order (afterany on the previous) or all at once."""
+    try:
+        jobs = launch_slurm(run_dirs, specs, parallel=parallel)
+    except Exception as exc:
+        for run_dir, spec in zip(run_dirs, specs, strict=True):
+            _record_launch_failure(run_dir, run_dir.name, f"sbatch failed: {exc}",
+                                   redact.peek_seal(spec))
+            redact.discard_store(spec)
+        raise VerbError("failed", f"could not launch sweep {sweep_id}: {exc}") from exc
+    return {"sweep_id": sweep_id, "run_ids": [d.name for d in run_dirs],
+            "run_dirs": [str(d) for d in run_dirs], "tmux_session": None,
+            "tmux_socket": specs[0].get("tmux", {}).get("socket") or "ops",
+            "launcher": "slurm", "slurm_job_ids": jobs, "parallel": parallel}
 
 
 def _record_launch_failure(run_dir: Path, run_id: str, message: str,
@@ -143,6 +198,9 @@ def cancel(run_dir: Path, wait_s: float = 60.0) -> dict[str, Any]:
     before = run_status(run_dir)
     if final_summary(run_dir) is not None:
         return {**before, "cancelled": False, "message": f"run already {before['status']}"}
+    spec = contract.read_json_or_none(run_dir / contract.SPEC)
+    if slurm.is_slurm(spec):
+        return _cancel_slurm(run_dir, spec or {}, wait_s)
     meta = contract.read_json_or_none(run_dir / contract.METADATA)
     if meta is None and before["status"] == "queued" and sweep.claim(run_dir):
         sweep.record_cancelled_while_queued(run_dir)
@@ -167,6 +225,56 @@ def cancel(run_dir: Path, wait_s: float = 60.0) -> dict[str, Any]:
             break
         time.sleep(0.1)
     return {**run_status(run_dir), "cancelled": True}
+
+
+def _cancel_slurm(run_dir: Path, spec: dict[str, Any], wait_s: float) -> dict[str, Any]:
+    """TERM to the batch step (the wrapper) with `scancel --batch`, and a plain scancel when
+    the wrapper has not ended the job within ``wait_s``; a job still queued is scancelled and
+    its run recorded killed once SLURM has let go of it."""
+    job = slurm.job_id(spec)
+    if job is None:
+        raise VerbError("failed", f"{run_dir.name} has no SLURM job yet; try again shortly")
+    slurm.mark_cancel(run_dir)
+    try:
+        state = slurm.query([job]).get(job)
+        if state is not None and state.waiting:
+            slurm.scancel(job)
+        elif state is not None and state.active:
+            slurm.scancel(job, batch_term=True)
+    except slurm.SlurmError as exc:
+        raise VerbError("failed", f"SLURM refused to cancel job {job}: {exc}") from exc
+    deadline = time.time() + wait_s
+    forced = False
+    while True:
+        try:
+            current = slurm.query([job]).get(job)
+        except slurm.SlurmError:
+            current = None
+        if current is None or not current.active:
+            break
+        if time.time() >= deadline and not forced:
+            with contextlib.suppress(slurm.SlurmError):
+                slurm.scancel(job)  # the wrapper did not end in time: SLURM ends the job
+            forced, deadline = True, time.time() + wait_s
+        elif time.time() >= deadline:
+            break
+        time.sleep(0.2)
+    if contract.read_runner_summary(run_dir) is None and (current is None or not current.active):
+        _record_cancelled_job(run_dir, spec, job)
+    return {**run_status(run_dir), "cancelled": True, "slurm_job_id": job,
+            "message": "scancel --batch --signal=TERM" + (", then scancel" if forced else "")}
+
+
+def _record_cancelled_job(run_dir: Path, spec: dict[str, Any], job: str) -> None:
+    """A job SLURM ended before its wrapper wrote a summary (cancelled while queued, or
+    before the wrapper was up): every process of it is gone, so the runner records it."""
+    now = time.time()
+    key = redact.peek_seal(spec)
+    redact.discard_store(spec)
+    write_summary(run_dir, summary_doc(
+        run_dir.name, status="killed", started=now, ended=now, written_by="runner",
+        failure=failure_record("cancelled", f"SLURM job {job} cancelled before its wrapper "
+                                            "wrote a summary"), seal=key))
 
 
 def _mapping(value: Any) -> dict[str, Any]:

@@ -43,7 +43,34 @@ def build_argv(workload: Mapping[str, Any], values: Mapping[str, str]) -> list[s
     argv += [render(a, values) for a in override_args(workload.get("overrides", {}),
                                                      workload.get("override_format",
                                                                   "--{key}={value}"))]
-    return argv
+    return torchrun_argv(argv, workload, values)
+
+
+def nproc_per_node(workload: Mapping[str, Any]) -> int:
+    block = workload.get("distributed")
+    value = block.get("nproc_per_node") if isinstance(block, Mapping) else None
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 64:
+        return value
+    return 1
+
+
+def torchrun_argv(argv: list[str], workload: Mapping[str, Any],
+                  values: Mapping[str, str]) -> list[str]:
+    """With `distributed.nproc_per_node` N > 1: the same command under `torchrun --standalone
+    --nproc_per_node=N` (torch.distributed.run of the run's interpreter). A Python command
+    (`python script.py ...`, `python -m mod ...`) becomes torchrun's script or module; any
+    other command runs with --no-python. Each rank gets RANK, LOCAL_RANK and WORLD_SIZE."""
+    nproc = nproc_per_node(workload)
+    if nproc <= 1:
+        return argv
+    launcher = [values["python"], "-m", "torch.distributed.run", "--standalone",
+                f"--nproc_per_node={nproc}"]
+    rest = argv[1:]
+    if is_python(workload) and rest and rest[0] == "-u":
+        rest = rest[1:]  # PYTHONUNBUFFERED=1 is set for every rank already
+    if is_python(workload) and rest and (not rest[0].startswith("-") or rest[0] == "-m"):
+        return [*launcher, *rest]
+    return [*launcher, "--no-python", *argv]
 
 
 def is_python(workload: Mapping[str, Any]) -> bool:

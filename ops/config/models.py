@@ -138,6 +138,48 @@ class SecretsSection(_Closed):
     """Credential files on the host (e.g. ~/.netrc) whose values are redacted from logs."""
 
 
+SlurmValue = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:,=+@/-]{0,127}$")]
+
+
+class SlurmResources(_Closed):
+    """sbatch resources; a preset's `resources` override its host's `slurm` values."""
+
+    partition: SlurmValue | None = None
+    """sbatch --partition."""
+    account: SlurmValue | None = None
+    """sbatch --account."""
+    qos: SlurmValue | None = None
+    """sbatch --qos."""
+    time: SlurmValue | None = None
+    """sbatch --time (e.g. 04:00:00): at the limit SLURM warns the wrapper, status timeout."""
+    gpus: int | None = Field(None, ge=0, le=4096)
+    """sbatch --gpus."""
+    nodes: int | None = Field(None, ge=1, le=100000)
+    """sbatch --nodes."""
+    cpus_per_task: int | None = Field(None, ge=1, le=100000)
+    """sbatch --cpus-per-task."""
+    mem: SlurmValue | None = None
+    """sbatch --mem (e.g. 64G)."""
+    constraint: SlurmValue | None = None
+    """sbatch --constraint."""
+
+
+class SlurmSection(SlurmResources):
+    """How a host with `"launcher": "slurm"` submits jobs."""
+
+    extra: list[Annotated[str, StringConstraints(pattern=r"^--[A-Za-z][^\x00\n]*$")]] = \
+        Field(default_factory=list)
+    """More sbatch options, passed as they are (e.g. --constraint=a100)."""
+    signal_before_s: int | None = Field(None, ge=1, le=65535)
+    """SLURM sends TERM to the wrapper this many seconds before the time limit; default twice
+    the preset's grace_sec plus 30."""
+
+
+class Distributed(_Closed):
+    nproc_per_node: int = Field(ge=1, le=64)
+    """Processes on the node: the workload runs under `torchrun --standalone`."""
+
+
 class HostConfig(_Closed):
     address: str = Field(min_length=1)
     """ssh alias from ~/.ssh/config, or user@host[:port]."""
@@ -151,6 +193,10 @@ class HostConfig(_Closed):
     connect_retry_sec: float = _bounded(60.0, ge=0, le=MAX_WAIT_SEC)
     """How long to keep retrying a connection that is refused or times out (a booting pod);
     at most 3600 s."""
+    launcher: Literal["tmux", "slurm"] = "tmux"
+    """What starts the wrapper: tmux on the host, or sbatch on a SLURM login node."""
+    slurm: SlurmSection = Field(default_factory=SlurmSection)
+    """sbatch options for `"launcher": "slurm"` (partition, account, time, gpus, ...)."""
 
 
 class Limits(_Closed):
@@ -228,6 +274,10 @@ class CommandPreset(_Closed):
     resume_override: OverrideKey | None = None
     """Override that `--resume RUN_ID` sets to the parent run's directory, if the workload can
     resume; the parent run dir is also in $OPS_RESUME_FROM."""
+    resources: SlurmResources = Field(default_factory=SlurmResources)
+    """On a SLURM host: this preset's resources (gpus, time, ...) over the host's."""
+    distributed: Distributed | None = None
+    """Run the workload on several processes of one node through torchrun."""
 
     @field_validator("override_format")
     @classmethod
@@ -354,6 +404,8 @@ class SweepPreset(_Closed):
     """One line shown in listings."""
     members: list[Name] = Field(min_length=1)
     """Names of the presets to run, in order; each becomes its own run."""
+    parallel: bool = False
+    """On a SLURM host: submit every member at once instead of each after the previous."""
 
 
 Preset = Annotated[CommandPreset | MonaiSegPreset | EvalPreset | ServicePreset | SweepPreset,

@@ -23,9 +23,9 @@ VolumeKey = tuple[Any, str]
 
 
 def group_key(runs: Sequence[dict[str, Any]], key: str) -> str:
-    """``preset``, ``run`` (each run its own group), an exact dotted config key, or the one
-    config key ending in ``.KEY``."""
-    if key in ("preset", "status", "kind"):
+    """``preset``, ``run`` (each run its own group), ``lineage`` (each run with the evals of
+    it), an exact dotted config key, or the one config key ending in ``.KEY``."""
+    if key in ("preset", "status", "kind", "lineage"):
         return key
     if key == "run":
         return "run_id"
@@ -42,6 +42,9 @@ def group_key(runs: Sequence[dict[str, Any]], key: str) -> str:
 
 
 def group_of(run: dict[str, Any], resolved: str) -> str:
+    if resolved == "lineage":  # an eval joins the run whose checkpoint it scored
+        parent = run.get("parent_run_id")
+        return str(parent if run.get("kind") == "eval" and parent else run.get("run_id"))
     if resolved.startswith("config:"):
         value = (run.get("config") or {}).get(resolved[7:])
     else:

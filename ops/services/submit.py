@@ -18,6 +18,7 @@ from ops.errors import UsageError
 from ops.gitinfo import code_info
 from ops.hosts.base import call_runner
 from ops.hosts.local import LocalHost
+from ops.services import launcher
 from ops.services.runs import Target, show
 from ops.services.spec import build_spec, secret_values
 from ops.services.sync import sync_ref
@@ -75,6 +76,7 @@ def _spec(loaded: LoadedConfig, target: Target, resolved: ResolvedPreset, run_id
     spec = build_spec(loaded, resolved, run_id, paths=target.paths,
                       code=code, secret_names=sorted(secrets),
                       parent_run_id=parent)
+    launcher.apply(spec, loaded, target.host.name, resolved.preset)  # slurm / torchrun blocks
     if parent:
         spec["parent_run_dir"] = target.run_dir(parent)
     return spec

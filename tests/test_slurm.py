@@ -1,0 +1,197 @@
+"""The slurm launcher on a real one-node SLURM cluster, its login node reached over sshd.
+
+`ops run submit -H cluster` syncs the code, sbatches the wrapper and records the job id;
+status joins SLURM's view (queued with its reason, final state) to the contract's heartbeat;
+cancel goes through scancel; a sweep's members are jobs chained with afterany.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import REPO, Project, base_config
+from .slurm_fixture import SlurmCluster, slurm_cluster  # noqa: F401 - a fixture
+from .sshd_fixture import SshAlias
+
+pytestmark = [pytest.mark.slurm, pytest.mark.ssh, pytest.mark.tmux]
+TOY = str(REPO / "examples" / "toy_train.py")
+DATA = str(REPO / "examples" / "data")
+
+
+def _git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def _toy(iters: int, sleep: float, **extra: Any) -> dict[str, Any]:
+    return {"kind": "command", "command": ["{python}", TOY, "--data={data_dir}/points.csv"],
+            "overrides": {"max_iters": iters, "sleep": sleep}, "limits": {"grace_sec": 1},
+            "dataset": {"name": "points", "dir": DATA}, "best": {"loss": "min"}, **extra}
+
+
+@pytest.fixture
+def cluster(project: Project, ssh_alias: SshAlias, tmp_path: Path,
+            slurm_cluster: SlurmCluster) -> Project:  # noqa: F811 - the fixture above
+    """The test project with host `cluster`: a SLURM login node (this machine, over sshd)
+    whose jobs take the whole node (2 CPUs each), so a second job waits for the first."""
+    doc = base_config(project.runs, project.socket)
+    doc["hosts"] = {"cluster": {
+        "address": ssh_alias.name, "launcher": "slurm", "python": sys.executable,
+        "outputs_dir": str(tmp_path / "cluster-runs"), "ops_home": str(tmp_path / "home"),
+        "slurm": {"cpus_per_task": 2, "time": "00:05:00", "signal_before_s": 55,
+                  "extra": ["--mem=100M"]}}}
+    doc["project"]["default_host"] = "cluster"
+    doc["presets"].update(
+        steps=_toy(80, 0.1), quick=_toy(5, 0.0),
+        forever=_toy(100000, 0.05),
+        limited=_toy(100000, 0.05, resources={"time": "00:01:00"}),
+        chain={"kind": "sweep", "members": ["quick", "quick", "quick"]})
+    project.write_config(doc)
+    project.runs = tmp_path / "cluster-runs"
+    _git(project.root, "init", "-q", "-b", "main")
+    (project.root / "README").write_text("x\n")
+    _git(project.root, "add", "-A")
+    _git(project.root, "commit", "-q", "-m", "x")
+    yield project
+    slurm_cluster.clear()
+
+
+def _submit(p: Project, preset: str, run_id: str) -> dict[str, Any]:
+    result = p.ops("run", "submit", "-p", preset, "--run-id", run_id, "--json",
+                   "--skip-preflight")
+    assert result.exit_code == 0, result.stderr
+    doc: dict[str, Any] = result.json()
+    return doc
+
+
+def _statuses(p: Project) -> dict[str, dict[str, Any]]:
+    result = p.ops("run", "status", "--json")
+    assert result.exit_code == 0, result.stderr
+    return {r["run_id"]: r for r in result.json()["runs"]}
+
+
+def _wait_status(p: Project, want: dict[str, Any], timeout: float = 40.0) -> dict[str, Any]:
+    """Poll `ops run status` (one round trip each) until each run id has a wanted status."""
+    deadline = time.time() + timeout
+    seen: dict[str, Any] = {}
+    while time.time() < deadline:
+        seen = _statuses(p)
+        if all(seen.get(r, {}).get("status") in (w if isinstance(w, tuple) else (w,))
+               for r, w in want.items()):
+            return seen
+        time.sleep(0.3)
+    raise AssertionError(f"wanted {want}, last seen {json.dumps(seen, indent=1)[:3000]}")
+
+
+def _spec(p: Project, run_id: str) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads((p.runs / run_id / "spec.json").read_text())
+    return doc
+
+
+def test_submit_queue_run_tail_fetch_validate(cluster: Project) -> None:
+    first = _submit(cluster, "steps", "sl-a")
+    second = _submit(cluster, "quick", "sl-b")
+    job_a = _spec(cluster, "sl-a")["slurm"]["job_id"]
+    assert first["run_id"] == "sl-a" and job_a and second["run_id"] == "sl-b"
+    # the node is full: the second job waits, and says why once SLURM has looked at it
+    seen = _wait_status(cluster, {"sl-a": "running", "sl-b": "queued"})
+    assert seen["sl-a"]["slurm"]["state"] == "RUNNING"
+    deadline = time.time() + 10
+    while "None" in seen["sl-b"]["reason"] or "waiting for" in seen["sl-b"]["reason"]:
+        assert time.time() < deadline, seen["sl-b"]
+        seen = _statuses(cluster)
+    assert seen["sl-b"]["status"] == "queued" and "Resources" in seen["sl-b"]["reason"]
+    tail = cluster.ops("run", "tail", "sl-a", "--follow", timeout=60)
+    assert tail.exit_code == 0, tail.stderr
+    assert "79" in tail.stdout
+    _wait_status(cluster, {"sl-a": "completed", "sl-b": "completed"})
+    meta = json.loads((cluster.runs / "sl-a" / "run_metadata.json").read_text())
+    assert meta["slurm"]["job_id"] == job_a
+    events = (cluster.runs / "sl-a" / "events.jsonl").read_text()
+    assert f'"job_id": "{job_a}"' in events or f'"job_id":"{job_a}"' in events
+    argv = _spec(cluster, "sl-a")["slurm"]["argv"]
+    for option in ("--parsable", "--job-name=ops-sl-a", "--no-requeue", "--signal=B:TERM@55",
+                   "--cpus-per-task=2", "--time=00:05:00", "--mem=100M", "--open-mode=append"):
+        assert option in argv
+    fetched = cluster.ops("run", "fetch", "sl-a", "--json")
+    assert fetched.exit_code == 0, fetched.stderr
+    local = cluster.root / "artifacts" / "runs" / "sl-a"
+    assert (local / "summary.json").exists() and list(local.glob("slurm-*.out"))
+    valid = cluster.ops("validate", str(local), "--deep")
+    assert valid.exit_code == 0, valid.stdout + valid.stderr
+
+
+def test_time_limit_ends_timeout_with_a_runner_summary(cluster: Project) -> None:
+    _submit(cluster, "limited", "sl-limit")
+    seen = _wait_status(cluster, {"sl-limit": "timeout"}, timeout=75)["sl-limit"]
+    summary = cluster.summary("sl-limit")
+    assert summary["written_by"] == "wrapper" and summary["status"] == "timeout"
+    assert "SLURM time limit" in summary["failure"]["message"]
+    assert seen["slurm"]["state"] in ("COMPLETED", "COMPLETING")
+
+
+def test_scancel_from_outside_reads_killed_with_the_slurm_state(
+        cluster: Project, slurm_cluster: SlurmCluster) -> None:  # noqa: F811
+    _submit(cluster, "forever", "sl-ext")
+    _wait_status(cluster, {"sl-ext": "running"})
+    slurm_cluster.cmd("scancel", _spec(cluster, "sl-ext")["slurm"]["job_id"])
+    seen = _wait_status(cluster, {"sl-ext": ("killed", "dead")})["sl-ext"]
+    assert seen["slurm"]["state"] == "CANCELLED"
+    if seen["status"] == "killed":
+        assert cluster.summary("sl-ext")["written_by"] == "wrapper"
+    else:
+        assert seen["failure"]["class"] == "CANCELLED"
+
+
+def test_a_wrapper_killed_by_slurm_reads_dead_with_the_final_state(
+        cluster: Project, slurm_cluster: SlurmCluster) -> None:  # noqa: F811
+    _submit(cluster, "forever", "sl-kill")
+    _wait_status(cluster, {"sl-kill": "running"})
+    job = _spec(cluster, "sl-kill")["slurm"]["job_id"]
+    slurm_cluster.cmd("scancel", "--batch", "--signal=KILL", job)  # no wrapper can survive it
+    seen = _wait_status(cluster, {"sl-kill": "dead"})["sl-kill"]
+    assert seen["failure"]["class"] in ("FAILED", "CANCELLED") == (seen["slurm"]["state"] in
+                                                                  ("FAILED", "CANCELLED"))
+    assert job in seen["reason"] and not (cluster.runs / "sl-kill" / "summary.json").exists()
+
+
+def test_cancel_running_and_queued(cluster: Project) -> None:
+    _submit(cluster, "forever", "sl-run")
+    _submit(cluster, "quick", "sl-wait")
+    _wait_status(cluster, {"sl-run": "running", "sl-wait": "queued"})
+    queued = cluster.ops("run", "cancel", "sl-wait", "--json")
+    assert queued.exit_code == 0, queued.stderr
+    running = cluster.ops("run", "cancel", "sl-run", "--json")
+    assert running.exit_code == 0, running.stderr
+    seen = _statuses(cluster)
+    assert seen["sl-wait"]["status"] == "killed" and seen["sl-run"]["status"] == "killed"
+    assert cluster.summary("sl-run")["written_by"] == "wrapper"  # the wrapper ended it
+    assert cluster.summary("sl-wait")["written_by"] == "runner"  # it never started
+    assert seen["sl-run"]["slurm"]["state"] == "COMPLETED"  # TERM to the batch step only
+    assert not (cluster.runs / "sl-wait" / "run_metadata.json").exists()
+
+
+def test_a_sweep_of_three_runs_in_order(cluster: Project) -> None:
+    result = cluster.ops("run", "submit", "-p", "chain", "--json", "--skip-preflight")
+    assert result.exit_code == 0, result.stderr
+    ids = result.json()["run_ids"]
+    assert len(ids) == 3
+    _wait_status(cluster, dict.fromkeys(ids, "completed"), timeout=60)
+    jobs = [_spec(cluster, r)["slurm"] for r in ids]
+    assert jobs[0]["dependency"] is None
+    assert [j["dependency"] for j in jobs[1:]] == [f"afterany:{jobs[0]['job_id']}",
+                                                  f"afterany:{jobs[1]['job_id']}"]
+    summaries = [cluster.summary(r) for r in ids]
+    for before, after in itertools.pairwise(summaries):
+        assert before["ended_at"] <= after["started_at"]
