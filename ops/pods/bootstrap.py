@@ -14,13 +14,16 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ops.config.loader import LoadedConfig
 from ops.errors import NotFoundError, OpsError, UsageError
-from ops.hosts.ssh import SSHHost
 from ops.pods.state import PodRecord
 from ops.services.bootstrap import ensure_runner, local_build
 from ops.services.target import remember_runner
+
+if TYPE_CHECKING:  # paramiko is imported only when a pod is reached
+    from ops.hosts.ssh import SSHHost
 
 WANDB_MACHINE = "api.wandb.ai"
 

@@ -66,8 +66,8 @@ def estimate_for(target: Target, preset: str, overrides: Mapping[str, Any], gpu_
     for run in done[:HISTORY_LIMIT]:
         run_dir = target.run_dir(str(run["run_id"]))
         try:
-            spec = call_runner(target.host, ["show", run_dir, "spec"])["doc"]
-            env = call_runner(target.host, ["show", run_dir, "env_snapshot"])["doc"]
+            spec = call_runner(target.host, ["show", run_dir, contract.SPEC])["doc"]
+            env = call_runner(target.host, ["show", run_dir, contract.ENV_SNAPSHOT])["doc"]
         except (OpsError, KeyError):
             continue
         gpus = env.get("gpus") if isinstance(env, dict) else None
