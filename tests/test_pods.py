@@ -8,7 +8,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +37,7 @@ class Pods:
         self.netrc = tmp / "pod-netrc"
 
     def ops(self, *args: str, timeout: float = 90) -> Result:
-        t0 = time.time()
-        r = self.project.ops(*args, env=self.cloud.env, timeout=timeout)
-        print("TIMING", args[:2], round(time.time() - t0, 2))
-        return r
+        return self.project.ops(*args, env=self.cloud.env, timeout=timeout)
 
     def up_args(self, name: str, provider: str, *extra: str) -> list[str]:
         return ["pod", "up", name, "--provider", provider, "--identity",
