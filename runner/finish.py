@@ -338,7 +338,7 @@ def results_aggregate(path: Path) -> dict[str, Any]:
                 counts[name] = counts.get(name, 0) + 1
     present = path.is_file()
     return {"file": RESULTS_FILE if present else None, "n_items": items,
-            "mean": {k: sums[k] / counts[k] for k in sorted(sums)},
+            "mean": {k: m for k in sorted(sums) if math.isfinite(m := sums[k] / counts[k])},
             "n": {k: counts[k] for k in sorted(counts)},
             "sha256": _digest(path) if present else None}
 
