@@ -41,9 +41,23 @@ def run_preflight(loaded: LoadedConfig, target: Target,
         args += ["--module", module]
     if loaded.config.storage.wandb.mode in ("online", "auto"):
         args.append("--wandb")
-    doc = call_runner(target.host, args, timeout=120)
+    if isinstance(target.host, LocalHost):  # this machine: no need for a process
+        doc = _in_process(args)
+    else:
+        doc = call_runner(target.host, args, timeout=120)
     doc["host"] = target.host.name
     return doc
+
+
+def _in_process(args: list[str]) -> dict[str, Any]:
+    import argparse
+
+    from runner import preflight as runner_preflight
+
+    parser = argparse.ArgumentParser(prog="preflight")
+    sub = parser.add_subparsers(dest="verb")
+    runner_preflight.add_verb(sub)
+    return runner_preflight.answer(parser.parse_args(args))
 
 
 def _dataset_dir(loaded: LoadedConfig, target: Target, preset: CommandPreset) -> str | None:
