@@ -97,6 +97,9 @@ def test_up_submit_status_fetch_rm(pods: Pods, provider: str) -> None:
     assert doc["reachable"] is True and doc["runs"] == {"completed": 1}
     assert doc["machine"]["disk_free_gb"] > 0
 
+    if provider == "vast":  # the system ssh, with the pod's own known_hosts and key
+        shell = pods.ops("pod", "ssh", "gpu1", "--", "echo", "hello from the pod")
+        assert shell.exit_code == 0 and shell.stdout == "hello from the pod\n", shell.stderr
     refused = pods.ops("pod", "rm", "gpu1")  # p1 was never fetched
     assert refused.exit_code == 4 and "p1: completed, never fetched" in refused.stderr
     assert pods.netrc.exists()
