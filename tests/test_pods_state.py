@@ -62,6 +62,19 @@ def test_a_damaged_pods_file_is_a_clear_error(tmp_path: Path) -> None:
     assert "pods.json" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_missing_provider_cli_is_a_usage_error_and_records_nothing(tmp_path: Path) -> None:
+    (tmp_path / "configs" / "ops").mkdir(parents=True)
+    config = tmp_path / "configs" / "ops" / "project.json"
+    config.write_text(json.dumps({"project": {"name": "p"}}))
+    result = subprocess.run([sys.executable, "-m", "ops", "--project-config", str(config),
+                             "pod", "up", "gpu1", "--provider", "runpod"], cwd=tmp_path,
+                            capture_output=True, text=True, check=False,
+                            env={"PATH": str(Path(sys.executable).parent), "HOME": str(tmp_path)})
+    assert result.returncode == 2, result.stderr
+    assert "runpodctl is not installed" in result.stderr and "pods-runpod.md" in result.stderr
+    assert not (tmp_path / ".ops" / "pods.json").exists()
+
+
 def _endpoint(table: object, doc: dict[str, object]) -> tuple[str | None, int | None]:
     return ProviderCLI(table)._endpoint(doc)  # type: ignore[arg-type]
 

@@ -63,9 +63,10 @@ def pod_up(loaded: LoadedConfig, req: UpRequest, say: Say) -> PodRecord:
         netrc_path=req.netrc_path, ttl_s=req.ttl_s)
     if req.provider == "ssh":
         return _adopt(loaded, store, record, req, say)
+    cli = ProviderCLI(spec)
+    cli.require_installed()  # a missing CLI leaves no record behind
     store.add(record)  # before create: a crash after it is found again by the label
     say(f"{req.name}: requested ({record.label})")
-    cli = ProviderCLI(spec)
     try:
         instance_id = _create(cli, store, record, req)
     except OpsError as exc:
@@ -199,7 +200,14 @@ def pod_rm(loaded: LoadedConfig, name: str, *, force: bool, say: Say) -> RmResul
     if record.address and record.state not in ("gone",):
         result.scrubbed = _check_and_scrub(loaded, store, record, force, result)
     if record.provider != "ssh" and record.state != "gone":
-        result.destroyed = _destroy(record, say, result)
+        try:
+            result.destroyed = _destroy(record, say, result)
+        except UsageError as exc:  # the provider's CLI is gone: only --force forgets the pod
+            if not force:
+                raise
+            assert result.notes is not None  # noqa: S101 - set above
+            result.notes.append(f"not destroyed: {exc.message}; check {record.provider}'s "
+                                f"console for label {record.label}")
     shutil.rmtree(store.pod_dir(name), ignore_errors=True)  # its known_hosts: forgotten
     forget_runner(loaded.repo_root, name)
     store.remove(name)

@@ -157,12 +157,16 @@ class ProviderCLI:
     def __init__(self, spec: ProviderTable):
         self.spec = spec
 
-    def _run(self, template: Sequence[str], values: Mapping[str, Any],
-             *, check: bool = True) -> tuple[int, Any, str]:
+    def require_installed(self) -> str:
         binary = self.spec.binary
         if binary is None or shutil.which(binary) is None:
             raise UsageError(f"{binary or self.spec.name} is not installed or not on PATH",
                              hint=f"see docs/how-to/pods-{self.spec.name}.md")
+        return binary
+
+    def _run(self, template: Sequence[str], values: Mapping[str, Any],
+             *, check: bool = True) -> tuple[int, Any, str]:
+        binary = self.require_installed()
         argv = [part.format(**values) for part in template]
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=CLI_TIMEOUT_S,
