@@ -161,3 +161,11 @@ def test_service_port_out_of_range_is_a_config_error(project: Project, tmp_path:
     assert result.exit_code == 2 and "port" in result.stderr
     assert "Traceback" not in result.stderr
     assert not project.runs.exists() or not any(project.runs.iterdir())
+
+
+def test_a_service_refuses_the_step_watchdog(project: Project) -> None:
+    preset = demo_service(free_port())
+    preset["limits"] = {"no_progress_sec": 60}
+    with_service(project, web=preset)
+    result = project.ops("config", "validate")
+    assert result.exit_code == 2 and "no_progress_sec cannot apply to a service" in result.stderr

@@ -394,6 +394,13 @@ class ServicePreset(CommandPreset):
     service: ServiceSection
     """Port, health path and how long the server may take to become healthy."""
 
+    @model_validator(mode="after")
+    def _no_step_watchdog(self) -> ServicePreset:
+        if self.limits.no_progress_sec is not None:
+            raise ValueError("limits.no_progress_sec cannot apply to a service (a server has no "
+                             "steps); its health probe and service.ready_timeout_sec watch it")
+        return self
+
 
 class SweepPreset(_Closed):
     """Several presets run one after another as separate runs, grouped by a sweep id."""
