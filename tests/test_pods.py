@@ -56,6 +56,10 @@ class Pods:
 
 @pytest.fixture
 def pods(project: Project, sshd: Sshd, hermetic_home: Path, tmp_path: Path) -> Pods:
+    doc = json.loads(project.config_path.read_text())
+    doc["storage"] = {"hf_home": str(tmp_path / "pod-hf"),
+                      "datasets_root": str(tmp_path / "pod-datasets")}
+    project.write_config(doc)
     _git(project.root, "init", "-q", "-b", "main")
     (project.root / "README").write_text("x\n")
     _git(project.root, "add", "-A")
@@ -78,6 +82,15 @@ def _files_containing(root: Path, needle: str) -> list[Path]:
 @pytest.mark.parametrize("provider", ["vast", "runpod", "lium", "ssh"])
 def test_up_submit_status_fetch_rm(pods: Pods, provider: str) -> None:
     extra = ["--address", pods.sshd.address] if provider == "ssh" else []
+    if provider == "runpod":  # the key from storage.wandb.ensure_creds_script instead
+        (Path.home() / ".netrc").unlink()
+        script = pods.pod_runs.parent / "creds.py"  # outside the repo: never synced
+        script.write_text(f"print({CANARY!r})\n")
+        doc = json.loads(pods.project.config_path.read_text())
+        doc["storage"]["wandb"] = {"ensure_creds_script": f"{sys.executable} {script}"}
+        pods.project.write_config(doc)
+        _git(pods.project.root, "add", "-A")
+        _git(pods.project.root, "commit", "-q", "-m", "creds")
     up = pods.up("gpu1", provider, *extra)
     assert up.exit_code == 0, up.stderr
     assert "gpu1: ready" in up.stdout
@@ -91,6 +104,10 @@ def test_up_submit_status_fetch_rm(pods: Pods, provider: str) -> None:
     sub = pods.ops("run", "submit", "-p", "printer", "-H", "gpu1", "--run-id", "p1", "--json")
     assert sub.exit_code == 0, sub.stderr
     pods.project.wait_for((pods.pod_runs / "p1" / "summary.json").exists)
+    env = json.loads((pods.pod_runs / "p1" / "spec.json").read_text())["workload"]["env"]
+    assert env["HF_HOME"] == str(pods.pod_runs.parent / "pod-hf")
+    assert (pods.pod_runs.parent / "pod-hf").is_dir()
+    assert (pods.pod_runs.parent / "pod-datasets").is_dir()
     status = pods.ops("pod", "status", "gpu1", "--json")
     assert status.exit_code == 0, status.stderr
     doc = status.json()

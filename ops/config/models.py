@@ -106,6 +106,9 @@ class WandbSection(_Closed):
     """W&B project name."""
     entity: str | None = None
     """W&B entity (user or team)."""
+    ensure_creds_script: str | None = None
+    """Local command (run without a shell, relative to the repo root) whose stdout is the W&B
+    API key; `ops pod up` uses it when the local netrc has no api.wandb.ai entry."""
 
 
 class StorageSection(_Closed):
@@ -113,6 +116,12 @@ class StorageSection(_Closed):
     """Where `ops run fetch` puts run directories, relative to the repo root."""
     wandb: WandbSection = Field(default_factory=WandbSection)
     """Weights & Biases logging."""
+    hf_home: str | None = None
+    """Hugging Face cache on hosts (put it on the persistent volume); made by `ops pod up`,
+    given to workloads as HF_HOME."""
+    datasets_root: str | None = None
+    """Dataset cache root on hosts; made by `ops pod up`, given to workloads as
+    OPS_DATASETS_ROOT and HF_DATASETS_CACHE."""
 
 
 class TmuxSection(_Closed):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import netrc
 import os
+import shlex
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +48,12 @@ def bootstrap(loaded: LoadedConfig, host: SSHHost, record: PodRecord) -> Bootstr
     remember_runner(loaded.repo_root, f"{record.name}|{ops_home}|{build.build_id}",
                     list(info.argv))
     actions.append(f"runner {info.build_id}" + (" (venv)" if info.venv else ""))
-    creds = local_wandb_entry()
+    storage = loaded.config.storage
+    for cache in (storage.hf_home, storage.datasets_root):
+        if cache:
+            host.makedirs(host.expand(cache), mode=0o755)
+            actions.append(f"cache {cache}")
+    creds = local_wandb_entry() or creds_from_script(loaded)
     if creds is not None:
         _write_netrc(host, record.netrc_path, creds)
         actions.append(f"W&B credentials in {record.netrc_path} (0600)")
@@ -65,6 +72,24 @@ def local_wandb_entry(path: Path | None = None) -> tuple[str, str] | None:
     if not found or not found[2]:
         return None
     return found[0] or "user", found[2]
+
+
+def creds_from_script(loaded: LoadedConfig) -> tuple[str, str] | None:
+    """The W&B key printed by storage.wandb.ensure_creds_script (run here, no shell)."""
+    script = loaded.config.storage.wandb.ensure_creds_script
+    if not script:
+        return None
+    argv = shlex.split(script)
+    try:
+        done = subprocess.run(argv, cwd=loaded.repo_root, capture_output=True, text=True,
+                              timeout=120, check=False, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise UsageError(f"storage.wandb.ensure_creds_script failed to run: {exc}") from exc
+    key = done.stdout.strip().splitlines()[-1].strip() if done.stdout.strip() else ""
+    if done.returncode != 0 or not key or any(c.isspace() for c in key):
+        raise UsageError("storage.wandb.ensure_creds_script did not print a W&B key",
+                         details=[f"exit code {done.returncode}"])  # never its output
+    return "user", key
 
 
 def _remote_entries(host: SSHHost, path: str) -> dict[str, tuple[str, str]]:

@@ -16,7 +16,8 @@ from ops.hosts.base import call_runner
 from ops.pods.state import PodStore
 from ops.services.preflight import run_preflight
 from ops.services.runs import Target, checked_runs
-from ops.services.spec import build_spec, secret_values
+from ops.services.spec import secret_values
+from ops.services.submit import _spec as submit_spec
 from runner import contract
 from runner.workload_command import build_argv, placeholder_values
 
@@ -30,8 +31,8 @@ def dry_run(loaded: LoadedConfig, target: Target, preset: str, sets: Sequence[st
     resolved = resolve_preset(loaded.config, preset, sets, debug=debug)
     secrets = secret_values(loaded, resolved, os.environ if environ is None else environ)
     run_id = contract.new_run_id(preset)
-    spec = build_spec(loaded, resolved, run_id, paths=target.paths,
-                      code=code_info(loaded.repo_root), secret_names=sorted(secrets))
+    spec = submit_spec(loaded, target, resolved, run_id, secrets=secrets,
+                       code=code_info(loaded.repo_root))
     run_dir = PurePosixPath(target.paths.outputs_root) / run_id
     python = "python3"
     argv = build_argv(spec["workload"], placeholder_values(spec, run_dir, python))  # type: ignore[arg-type]

@@ -79,7 +79,22 @@ def _spec(loaded: LoadedConfig, target: Target, resolved: ResolvedPreset, run_id
     launcher.apply(spec, loaded, target.host.name, resolved.preset)  # slurm / torchrun blocks
     if parent:
         spec["parent_run_dir"] = target.run_dir(parent)
+    spec["workload"]["env"] = {**cache_env(loaded, target), **spec["workload"]["env"]}
     return spec
+
+
+def cache_env(loaded: LoadedConfig, target: Target) -> dict[str, str]:
+    """HF_HOME and the dataset cache of project.json storage, as paths on the host (a
+    preset's own env wins)."""
+    storage = loaded.config.storage
+    expand = getattr(target.host, "expand", os.path.expanduser)
+    env: dict[str, str] = {}
+    if storage.hf_home:
+        env["HF_HOME"] = expand(storage.hf_home)
+    if storage.datasets_root:
+        root = expand(storage.datasets_root)
+        env.update(OPS_DATASETS_ROOT=root, HF_DATASETS_CACHE=root)
+    return env
 
 
 def submit(loaded: LoadedConfig, target: Target, preset: str, sets: Sequence[str] = (), *,
