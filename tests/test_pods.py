@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from .conftest import Project, Result
@@ -156,8 +157,11 @@ def test_vast_create_asks_for_no_auto_tmux_and_the_cheapest_offer(pods: Pods) ->
 def test_a_pod_that_dies_while_booting_is_destroyed(pods: Pods, provider: str,
                                                     scenario: dict[str, Any]) -> None:
     pods.cloud.scenario(boot_polls=4, **scenario)
-    result = pods.up("gpu1", provider)
+    result = pods.up("gpu1", provider, "--ttl", "8h")
     assert result.exit_code == 5, result.stderr
+    create = next(c for c in pods.cloud.calls() if "create" in c or "up" in c)
+    ttl_flag = {"runpod": "--terminate-after", "lium": "--ttl"}.get(provider)
+    assert ttl_flag is None or ttl_flag in create  # the provider's own TTL where it has one
     assert "failed" in result.stderr or "gone" in result.stderr
     assert all(i["destroyed"] for i in pods.cloud.instances())
     assert pods.pods_json()["pods"]["gpu1"]["state"] in ("gone", "failed")
@@ -202,7 +206,19 @@ def test_a_pod_name_is_unique_while_it_is_recorded(pods: Pods) -> None:
 
 
 def test_a_live_run_blocks_rm_and_force_overrides(pods: Pods) -> None:
-    assert pods.up("gpu1", "vast").exit_code == 0
+    up = pods.up("gpu1", "vast", "--ttl", "2h")
+    assert up.exit_code == 0, up.stderr
+    assert "self-destruct timer in 7" in up.stderr  # vast has no TTL: a pod-side timer
+    timers = [p for p in psutil.process_iter(["cmdline"])
+              if (p.info["cmdline"] or [])[:2] == ["sh", "-c"]
+              and "vastai destroy instance" in " ".join(p.info["cmdline"])]
+    assert len(timers) == 1
+    for timer in timers:  # this test started it
+        for child in timer.children(recursive=True):
+            child.kill()
+        timer.kill()
+    listed = pods.ops("pod", "list", "--json").json()["pods"][0]
+    assert 7000 < listed["ttl_left_s"] <= 7200
     sub = pods.ops("run", "submit", "-p", "slow", "-H", "gpu1", "--run-id", "s1")
     assert sub.exit_code == 0, sub.stderr
     refused = pods.ops("pod", "rm", "gpu1")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from ops.config.loader import LoadedConfig
 from ops.errors import NotFoundError, OpsError, UsageError
+from ops.pods.providers import table
 from ops.pods.state import PodRecord
 from ops.services.bootstrap import ensure_runner, local_build
 from ops.services.target import remember_runner
@@ -53,11 +54,28 @@ def bootstrap(loaded: LoadedConfig, host: SSHHost, record: PodRecord) -> Bootstr
         if cache:
             host.makedirs(host.expand(cache), mode=0o755)
             actions.append(f"cache {cache}")
+    timer = _start_ttl_timer(host, record)
+    if timer:
+        actions.append(timer)
     creds = local_wandb_entry() or creds_from_script(loaded)
     if creds is not None:
         _write_netrc(host, record.netrc_path, creds)
         actions.append(f"W&B credentials in {record.netrc_path} (0600)")
     return Bootstrapped(ops_home, outputs, actions)
+
+
+def _start_ttl_timer(host: SSHHost, record: PodRecord) -> str | None:
+    """A pod-side timer for a provider without a TTL of its own; started once per pod."""
+    spec = table(record.provider)
+    if record.ttl_s is None or spec.ttl_timer is None:
+        return None
+    left = max(1, int(record.ttl_s - record.age_s()))
+    marker = f"{host.expand(record.ops_home or '~/.pod-ops').rstrip('/')}/ttl-timer"
+    line = spec.ttl_timer.format(ttl_s=left)
+    script = (f"[ -e {shlex.quote(marker)} ] && exit 0; echo {left} > {shlex.quote(marker)}; "
+              f"nohup sh -c {shlex.quote(line)} >/dev/null 2>&1 </dev/null &")
+    host.exec(["sh", "-c", script], timeout=30)
+    return f"self-destruct timer in {left} s"
 
 
 def local_wandb_entry(path: Path | None = None) -> tuple[str, str] | None:

@@ -45,6 +45,7 @@ class ProviderTable:
     offer_gpu: str | None = None
     create: tuple[str, ...] = ()
     ttl_args: tuple[str, ...] = ()  # appended when --ttl is given and the provider has one
+    ttl_timer: str | None = None  # else: a pod-side shell line started at bootstrap
     created_id: str | None = None  # field of create's answer; None: the label is the id
     describe: tuple[str, ...] = ()  # argv for one instance; empty: find it in `list`
     list_all: tuple[str, ...] = ()
@@ -80,6 +81,9 @@ VAST = ProviderTable(
     endpoints=(Endpoint(host="public_ipaddr", port="ports.22/tcp.0.HostPort"),
                Endpoint(host="ssh_host", port="ssh_port")),
     destroy=("vastai", "destroy", "instance", "{id}", "-y"),
+    # vast gives every instance its id and a key scoped to it in the environment
+    ttl_timer=("sleep {ttl_s}; vastai destroy instance \"$CONTAINER_ID\" -y "
+               "--api-key \"$CONTAINER_API_KEY\""),
 )
 
 RUNPOD = ProviderTable(
