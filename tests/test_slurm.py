@@ -56,7 +56,8 @@ def cluster(project: Project, ssh_alias: SshAlias, tmp_path: Path,
         steps=_toy(80, 0.1), quick=_toy(5, 0.0),
         forever=_toy(100000, 0.05),
         limited=_toy(100000, 0.05, resources={"time": "00:01:00"}),
-        chain={"kind": "sweep", "members": ["quick", "quick", "quick"]})
+        chain={"kind": "sweep", "members": ["quick", "quick", "quick"]},
+        fan={"kind": "sweep", "members": ["quick", "quick"], "parallel": True})
     project.write_config(doc)
     project.runs = tmp_path / "cluster-runs"
     _git(project.root, "init", "-q", "-b", "main")
@@ -183,12 +184,16 @@ def test_cancel_running_and_queued(cluster: Project) -> None:
     assert not (cluster.runs / "sl-wait" / "run_metadata.json").exists()
 
 
-def test_a_sweep_of_three_runs_in_order(cluster: Project) -> None:
+def test_a_sweep_of_three_runs_in_order_and_a_parallel_one(cluster: Project) -> None:
     result = cluster.ops("run", "submit", "-p", "chain", "--json", "--skip-preflight")
     assert result.exit_code == 0, result.stderr
     ids = result.json()["run_ids"]
     assert len(ids) == 3
-    _wait_status(cluster, dict.fromkeys(ids, "completed"), timeout=60)
+    fan = cluster.ops("run", "submit", "-p", "fan", "--json", "--skip-preflight")
+    assert fan.exit_code == 0, fan.stderr
+    fan_ids = fan.json()["run_ids"]
+    _wait_status(cluster, dict.fromkeys([*ids, *fan_ids], "completed"), timeout=90)
+    assert [_spec(cluster, r)["slurm"]["dependency"] for r in fan_ids] == [None, None]
     jobs = [_spec(cluster, r)["slurm"] for r in ids]
     assert jobs[0]["dependency"] is None
     assert [j["dependency"] for j in jobs[1:]] == [f"afterany:{jobs[0]['job_id']}",

@@ -142,7 +142,8 @@ def submit_sweep(loaded: LoadedConfig, target: Target, name: str, sets: Sequence
     # each member gets only its own preset's secrets (and the project's), never another's
     by_member = {spec["run_id"]: dict(member_secrets)
                  for spec, (_, member_secrets) in zip(specs, members, strict=True)}
-    payload = json.dumps({"sweep_id": sweep_id, "specs": specs, "member_secrets": by_member})
+    payload = json.dumps({"sweep_id": sweep_id, "specs": specs, "member_secrets": by_member,
+                          "parallel": sweep.parallel})  # SLURM: all members at once
     answer = call_runner(target.host, ["submit-sweep", target.paths.outputs_root],
                          input_text=payload)
     return Submitted(answer["run_ids"], answer["run_dirs"], target.host.name,
