@@ -149,11 +149,13 @@ def test_malformed_json(text: str, message: str, tmp_path: Path) -> None:
         ({"presets": {"p": smoke_preset(extra=1)}}, "presets.p.extra: unknown field"),
         (
             {"presets": {"p": smoke_preset(kind="monai")}},
-            "presets.p.kind: unknown preset kind 'monai' (known kinds: command, monai_seg, sweep, eval, service)",
+            "presets.p.kind: unknown preset kind 'monai' (known kinds: command, monai_seg, "
+            "sweep, eval, service)",
         ),
         (
             {"presets": {"p": {"command": ["x"]}}},
-            "presets.p.kind: field required (known kinds: command, monai_seg, sweep, eval, service)",
+            "presets.p.kind: field required (known kinds: command, monai_seg, sweep, eval, "
+            "service)",
         ),
         ({"presets": {"p": smoke_preset(command=[])}}, "presets.p.command: List should have"),
         (
@@ -552,7 +554,8 @@ def test_cli_validate_without_root_group(project: Path) -> None:
         (
             {"project": {"name": "demo"}, "presets": {"p": smoke_preset(kind="x")}},
             ExitCode.USAGE,
-            ["  presets.p.kind: unknown preset kind 'x' (known kinds: command, monai_seg, sweep, eval, service)"],
+            ["  presets.p.kind: unknown preset kind 'x' (known kinds: command, monai_seg, sweep, "
+             "eval, service)"],
         ),
         (None, ExitCode.NOT_FOUND, ["hint: run `ops init` in the repository root"]),
     ],
