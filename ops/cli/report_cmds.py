@@ -23,7 +23,8 @@ from ops.report import build, sources
 @click.option("--since", default=None, metavar="AGE",
               help="Only runs started within AGE (2d, 12h, 30m, 1w) or since a date.")
 @click.option("--group-by", default=None, metavar="KEY",
-              help="Aggregate per preset, loss or any config KEY, with bootstrap CIs and "
+              help="Aggregate per preset, lineage (a run with its evals), loss or any config KEY, "
+                   "with bootstrap CIs and "
                    "paired per-volume tests.")
 @click.option("--reference", default=None, metavar="GROUP",
               help="The group the paired tests compare against (default: the first).")
