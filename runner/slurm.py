@@ -264,14 +264,21 @@ def query(job_ids: list[str] | None = None) -> dict[str, Job]:
     jobs = parse_squeue(_call(["squeue", "--me", "--states=all", "--noheader",
                                "--Format=JobID:|,State:|,Reason:|,exit_code:|"]))
     missing = [j for j in job_ids or [] if j not in jobs]
-    if missing:
-        try:
-            found = parse_sacct(_call(["sacct", "-P", "-n", "-X", "-j", ",".join(missing),
-                                       "-o", "JobID,State,ExitCode"]))
-        except SlurmError:
-            found = {}  # no accounting here: the run dir's own exit.json must do
-        jobs.update({k: v for k, v in found.items() if k in missing})
+    jobs.update(accounting(missing) or {})
     return jobs
+
+
+def accounting(job_ids: list[str]) -> dict[str, Job] | None:
+    """Ended jobs SLURM's controller has forgotten, from sacct; None when the cluster keeps no
+    accounting (no slurmdbd): then the run dir's own exit.json must do."""
+    if not job_ids:
+        return {}
+    try:
+        found = parse_sacct(_call(["sacct", "-P", "-n", "-X", "-j", ",".join(job_ids),
+                                   "-o", "JobID,State,ExitCode"]))
+    except SlurmError:
+        return None
+    return {k: v for k, v in found.items() if k in job_ids}
 
 
 def job_env() -> dict[str, Any] | None:

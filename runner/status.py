@@ -133,6 +133,7 @@ class SessionCache:
         self._by_socket: dict[str, set[str]] = {}
         self._wrappers: dict[str, int] | None = None
         self._jobs: dict[str, slurm.Job | None] | None = None
+        self._accounting = True
         self.slurm_error: str | None = None
 
     def slurm_job(self, job_id: str) -> slurm.Job | None:
@@ -144,11 +145,10 @@ class SessionCache:
                 self._jobs = dict(slurm.query())
             except slurm.SlurmError as exc:
                 self._jobs, self.slurm_error = {}, fields.clip(str(exc))
-        if job_id not in self._jobs and self.slurm_error is None:
-            try:
-                self._jobs[job_id] = slurm.query([job_id]).get(job_id)
-            except slurm.SlurmError as exc:
-                self._jobs[job_id], self.slurm_error = None, fields.clip(str(exc))
+        if job_id not in self._jobs and self.slurm_error is None and self._accounting:
+            found = slurm.accounting([job_id])
+            self._accounting = found is not None  # no slurmdbd: asked once, not once a run
+            self._jobs[job_id] = (found or {}).get(job_id)
         return self._jobs.get(job_id)
 
     def wrapper_running(self, run_dir: Path) -> bool:

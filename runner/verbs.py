@@ -17,7 +17,7 @@ from typing import Any
 from runner import contract, reaper, redact, slurm, sweep, tmux
 from runner.envpolicy import scrubbed_env
 from runner.finish import failure_record, summary_doc, write_summary
-from runner.status import final_summary, run_status, wrapper_alive
+from runner.status import SessionCache, final_summary, run_status, wrapper_alive
 from runner.track import EventLog
 
 
@@ -119,11 +119,13 @@ def sweep_stale_stores(root: Path) -> list[str]:
     store_dir = root / redact.STORE_DIR
     if not store_dir.is_dir():
         return removed
+    sessions = SessionCache()  # one tmux and one SLURM query for every store, not one each
     for path in store_dir.glob("*.json"):
         run_dir = root / path.stem
         if not contract.RUN_ID_RE.fullmatch(path.stem) or not run_dir.is_dir():
             continue
-        if run_status(run_dir).get("status") in (*contract.RECORDED_STATUSES, "dead", "invalid"):
+        ended = (*contract.RECORDED_STATUSES, "dead", "invalid")
+        if run_status(run_dir, sessions=sessions).get("status") in ended:
             with contextlib.suppress(OSError):
                 path.unlink()
                 removed.append(path.stem)

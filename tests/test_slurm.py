@@ -201,3 +201,47 @@ def test_a_sweep_of_three_runs_in_order_and_a_parallel_one(cluster: Project) -> 
     summaries = [cluster.summary(r) for r in ids]
     for before, after in itertools.pairwise(summaries):
         assert before["ended_at"] <= after["started_at"]
+
+
+def _runner_spec(run_id: str, root: Path, job_id: str | None = None) -> dict[str, Any]:
+    return {"schema": "ops.spec/1", "run_id": run_id, "project": "p", "preset": "x",
+            "kind": "command", "code": {"dir": str(REPO)},
+            "workload": {"command": ["{python}", "-c", "import time; time.sleep(30)"],
+                         "env": {}, "python": True},
+            "config": {}, "overrides": {}, "limits": {"grace_sec": 1},
+            "heartbeat": {"interval_s": 0.5, "stall_after_intervals": 3},
+            "metrics": {"from_stdout": []}, "dataset": None,
+            "secrets": {"env_names": [], "files": [],
+                        "store": str(root / ".home" / f"{run_id}.json")},
+            "tmux": {"socket": "ops-unused"}, "launcher": "slurm",
+            "slurm": {"options": {"cpus_per_task": 2}, "job_id": job_id}}
+
+
+def test_status_asks_slurm_once_for_every_run(
+        tmp_path: Path, slurm_cluster: SlurmCluster) -> None:  # noqa: F811
+    """Three live runs and two whose jobs SLURM has forgotten: one squeue call, and sacct (absent
+    here: no slurmdbd) asked once, not once a run. A shim on PATH counts the real commands."""
+    root = tmp_path / "runs"
+    root.mkdir()
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    log = tmp_path / "calls.log"
+    for name in ("squeue", "sacct"):
+        (shims / name).write_text(f"#!/bin/sh\necho {name} >> {log}\nexec /usr/bin/{name} \"$@\"\n")
+        (shims / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}"}
+    for index in range(3):
+        payload = json.dumps({"spec": _runner_spec(f"once-{index}", root), "secrets": {}})
+        subprocess.run([sys.executable, "-m", "runner", "submit", str(root)], input=payload,
+                       text=True, check=True, capture_output=True, cwd=REPO)
+    for index, job in enumerate(("999990", "999991")):
+        gone = root / f"gone-{index}"
+        gone.mkdir()
+        (gone / "spec.json").write_text(json.dumps(_runner_spec(gone.name, root, job)))
+    log.unlink(missing_ok=True)
+    done = subprocess.run([sys.executable, "-m", "runner", "status", str(root)], env=env,
+                          text=True, check=True, capture_output=True, cwd=REPO)
+    runs = {r["run_id"]: r for r in json.loads(done.stdout)["runs"]}
+    assert log.read_text().split() == ["squeue", "sacct"]
+    assert {runs[f"once-{i}"]["status"] for i in range(3)} <= {"queued", "launching", "running"}
+    assert runs["gone-0"]["status"] == "dead" and "no longer known" in runs["gone-0"]["reason"]
