@@ -80,9 +80,9 @@ def _files_containing(root: Path, needle: str) -> list[Path]:
     return found
 
 
-@pytest.mark.parametrize("provider", ["vast", "runpod", "lium", "ssh"])
+@pytest.mark.parametrize("provider", ["vast", "runpod", "lium"])
 def test_up_submit_status_fetch_rm(pods: Pods, provider: str) -> None:
-    extra = ["--address", pods.sshd.address] if provider == "ssh" else []
+    extra: list[str] = []
     if provider == "runpod":  # the key from storage.wandb.ensure_creds_script instead
         (Path.home() / ".netrc").unlink()
         script = pods.pod_runs.parent / "creds.py"  # outside the repo: never synced
@@ -95,6 +95,7 @@ def test_up_submit_status_fetch_rm(pods: Pods, provider: str) -> None:
     up = pods.up("gpu1", provider, *extra)
     assert up.exit_code == 0, up.stderr
     assert "gpu1: ready" in up.stdout
+    assert "preflight warn (profile cpu, cpu)" in up.stderr
     record = pods.pods_json()["pods"]["gpu1"]
     assert record["state"] == "ready"
     assert [h["to"] for h in record["history"]][-3:] == ["ssh_ready", "bootstrapped", "ready"]
@@ -129,8 +130,7 @@ def test_up_submit_status_fetch_rm(pods: Pods, provider: str) -> None:
     assert not pods.netrc.exists()
     assert "gpu1" not in pods.pods_json()["pods"]
     assert not (pods.project.root / ".ops" / "pods" / "gpu1").exists()
-    if provider != "ssh":
-        assert [i["destroyed"] for i in pods.cloud.instances()] == [True]
+    assert [i["destroyed"] for i in pods.cloud.instances()] == [True]
     texts = [up.stdout, up.stderr, sub.stdout, sub.stderr, status.stdout, rm.stdout, rm.stderr,
              json.dumps(pods.cloud.calls())]
     assert not [t for t in texts if CANARY in t]
@@ -233,8 +233,12 @@ def test_rm_then_up_on_the_same_address_with_a_new_host_key(pods: Pods,
                                                             sshd_factory: Any) -> None:
     server = sshd_factory()
     pods.sshd = server
-    assert pods.up("box", "ssh", "--address", server.address).exit_code == 0
+    first = pods.up("box", "ssh", "--address", server.address)  # adopt: no provider at all
+    assert first.exit_code == 0, first.stderr
+    assert stat.S_IMODE(pods.netrc.stat().st_mode) == 0o600
+    assert pods.ops("pod", "status", "box", "--json").json()["reachable"] is True
     assert pods.ops("pod", "rm", "box").exit_code == 0
+    assert not pods.netrc.exists() and pods.cloud.calls() == []
     server.restart(new_host_key=True)
     again = pods.up("box", "ssh", "--address", server.address)
     assert again.exit_code == 0, again.stderr

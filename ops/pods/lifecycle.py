@@ -163,12 +163,23 @@ def _finish(loaded: LoadedConfig, store: PodStore, req: UpRequest, say: Say) -> 
         store.update(req.name, state="bootstrapped", ops_home=done.ops_home,
                      outputs_dir=done.outputs_dir)
         say(f"{req.name}: bootstrapped ({'; '.join(done.actions)})")
+        say(f"{req.name}: {_preflight_line(host, done.outputs_dir)}")
         return store.update(req.name, state="ready", message=None)
     except OpsError as exc:
         store.update(req.name, state="failed", message=exc.message)
         raise
     finally:
         host.close()
+
+
+def _preflight_line(host: Any, outputs: str) -> str:
+    """One line of the pod's preflight; its failures are shown, not fatal (a preset's own
+    needs are checked again by submit)."""
+    doc = call_runner(host, ["preflight", "--json", "--outputs-root", outputs], timeout=120)
+    bad = [f"{c.get('name')}: {c.get('detail')}" for c in doc.get("checks") or []
+           if isinstance(c, dict) and c.get("status") == "fail"]
+    return (f"preflight {doc.get('status')} (profile {doc.get('profile')}, "
+            f"{doc.get('gpu_model')})" + (f"; failed: {'; '.join(bad)}" if bad else ""))
 
 
 def _confirm_gone(cli: ProviderCLI, instance_id: str, tries: int = 10) -> bool:
