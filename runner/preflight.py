@@ -31,13 +31,15 @@ def add_verb(sub: Any) -> None:
     p.add_argument("--dataset", type=Path, default=None)
     p.add_argument("--wandb", action="store_true", help="W&B logging is on: need credentials")
     p.add_argument("--min-disk-gb", type=float, default=1.0)
+    p.add_argument("--launcher", choices=("tmux", "slurm"), default="tmux",
+                   help="what starts runs here: tmux is then required, or sbatch")
 
 
 def answer(args: argparse.Namespace) -> dict[str, Any]:
     devices = _gpu_devices()
     checks = [_gpu_check(devices), *_gpu_free(devices), _ram(), _cpus(),
               _disk(args.outputs_root, args.min_disk_gb), _swap(), _environment(),
-              _tool("tmux", "fail", "install tmux: runs are launched in a tmux session"),
+              *_launcher(args.launcher),
               _tool("git", "warn", "without git, code is sent as an archive (slower)"),
               *(_module(m) for m in args.modules)]
     if args.dataset is not None:
@@ -178,6 +180,13 @@ def _environment() -> dict[str, Any]:
 def _tool(name: str, missing: str, hint: str) -> dict[str, Any]:
     path = shutil.which(name)
     return _check(name, "pass", path) if path else _check(name, missing, "not found", hint)
+
+
+def _launcher(launcher: str) -> list[dict[str, Any]]:
+    if launcher == "slurm":
+        return [_tool("sbatch", "fail", "this host's runs go through SLURM: sbatch must be on "
+                                        "PATH (load the slurm module in your shell profile)")]
+    return [_tool("tmux", "fail", "install tmux: runs are launched in a tmux session")]
 
 
 def _module(name: str) -> dict[str, Any]:

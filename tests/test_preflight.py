@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +108,17 @@ def test_dry_run_estimates_from_earlier_runs_within_20_percent(project: Project)
     assert abs(estimate["duration_s"] - actual) <= 0.2 * actual, (estimate, actual)
     text = project.ops("run", "submit", "-p", "sleeper", "--dry-run")
     assert "estimate:" in text.stdout and "nothing launched" in text.stdout
+
+
+def test_a_slurm_host_needs_sbatch_not_tmux(tmp_path: Path) -> None:
+    bare = {"PATH": str(Path(sys.executable).parent), "HOME": str(tmp_path)}  # no tmux, sbatch
+    result = subprocess.run([sys.executable, "-m", "runner", "preflight", "--json",
+                             "--outputs-root", str(tmp_path), "--launcher", "slurm"],
+                            capture_output=True, text=True, env=bare, check=False)
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert "tmux" not in checks
+    assert checks["sbatch"]["status"] == "fail" and "SLURM" in checks["sbatch"]["hint"]
+    plain = subprocess.run([sys.executable, "-m", "runner", "preflight", "--json",
+                            "--outputs-root", str(tmp_path)],
+                           capture_output=True, text=True, env=bare, check=False)
+    assert {c["name"]: c["status"] for c in json.loads(plain.stdout)["checks"]}["tmux"] == "fail"

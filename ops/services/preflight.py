@@ -41,6 +41,9 @@ def run_preflight(loaded: LoadedConfig, target: Target,
         args += ["--module", module]
     if loaded.config.storage.wandb.mode in ("online", "auto"):
         args.append("--wandb")
+    host_config = loaded.config.hosts.get(target.host.name)
+    if getattr(host_config, "launcher", "tmux") == "slurm":
+        args += ["--launcher", "slurm"]
     if isinstance(target.host, LocalHost):  # this machine: no need for a process
         doc = _in_process(args)
     else:
