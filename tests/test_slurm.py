@@ -57,7 +57,8 @@ def cluster(project: Project, ssh_alias: SshAlias, tmp_path: Path,
         forever=_toy(100000, 0.05),
         limited=_toy(100000, 0.05, resources={"time": "00:01:00"}),
         chain={"kind": "sweep", "members": ["quick", "quick", "quick"]},
-        fan={"kind": "sweep", "members": ["quick", "quick"], "parallel": True})
+        half=_toy(5, 0.0, resources={"cpus_per_task": 1}),  # two fit on the node at once
+        fan={"kind": "sweep", "members": ["half", "half"], "parallel": True})
     project.write_config(doc)
     project.runs = tmp_path / "cluster-runs"
     _git(project.root, "init", "-q", "-b", "main")
