@@ -116,3 +116,16 @@ def test_host_config_refuses_an_unknown_launcher_and_odd_sbatch_values() -> None
     host = HostConfig.model_validate({"address": "x", "launcher": "slurm",
                                       "slurm": {"gpus": 1, "extra": ["--constraint=a100"]}})
     assert host.slurm.gpus == 1
+
+
+def test_the_runs_table_shows_the_job_and_why_a_run_waits() -> None:
+    from ops.cli import render
+
+    table = render.runs_table([
+        {"run_id": "a", "status": "queued", "slurm_job_id": "12",
+         "slurm": {"reason": "Resources"}},
+        {"run_id": "b", "status": "running", "tmux_alive": True},
+        {"run_id": "c", "status": "queued", "slurm_job_id": "\x1b[2J", "slurm": {"reason": 5}}])
+    lines = table.splitlines()
+    assert "queued (Resources)" in lines[1] and "job 12" in lines[1]
+    assert lines[2].rstrip().endswith("yes") and "\x1b" not in table

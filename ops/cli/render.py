@@ -90,16 +90,32 @@ def _num(value: Any) -> str:
 def runs_table(runs: Sequence[dict[str, Any]]) -> str:
     if not runs:
         return "no runs"
-    rows = [[_cell(r.get("run_id"), 130), _cell(r.get("status")), _cell(r.get("preset")),
+    rows = [[_cell(r.get("run_id"), 130), _status_cell(r), _cell(r.get("preset")),
              _cell(r.get("step")), _cell(r.get("started_at") or r.get("created_at")),
-             "yes" if r.get("tmux_alive") is True else "no"] for r in runs]
-    return table(rows, ["RUN", "STATUS", "PRESET", "STEP", "STARTED", "TMUX"])
+             _launcher_cell(r)] for r in runs]
+    return table(rows, ["RUN", "STATUS", "PRESET", "STEP", "STARTED", "TMUX/JOB"])
+
+
+def _status_cell(run: dict[str, Any]) -> str:
+    """The status; a run queued in SLURM also says why (Resources, Priority, Dependency)."""
+    slurm = run.get("slurm")
+    if run.get("status") == "queued" and isinstance(slurm, dict) and slurm.get("reason"):
+        return f"queued ({_cell(slurm.get('reason'), 24)})"
+    return _cell(run.get("status"))
+
+
+def _launcher_cell(run: dict[str, Any]) -> str:
+    """tmux alive yes/no, or the SLURM job id of a run SLURM launched."""
+    if run.get("slurm_job_id") is not None:
+        return f"job {_cell(run.get('slurm_job_id'), 24)}"
+    return "yes" if run.get("tmux_alive") is True else "no"
 
 
 def run_detail(run: dict[str, Any]) -> str:
     keys = ["run_id", "status", "reason", "preset", "kind", "run_dir", "created_at",
             "started_at", "ended_at", "elapsed_s", "exit_code", "phase", "step",
-            "heartbeat_age_s", "rss_bytes", "gpu_memory_bytes", "tmux_session", "tmux_alive"]
+            "heartbeat_age_s", "rss_bytes", "gpu_memory_bytes", "tmux_session", "tmux_alive",
+            "slurm_job_id"]
     lines = [f"{k:17} {_cell(run[k], DETAIL_LIMIT)}" for k in keys if run.get(k) is not None]
     failure = run.get("failure")
     if isinstance(failure, dict):
