@@ -96,6 +96,9 @@ def test_up_submit_status_fetch_rm(pods: Pods, provider: str) -> None:
     assert up.exit_code == 0, up.stderr
     assert "gpu1: ready" in up.stdout
     assert "preflight warn (profile cpu, cpu)" in up.stderr
+    describes = [c for c in pods.cloud.calls() if c[1:3] in (["show", "instance"],
+                                                             ["pod", "get"]) or c[1:2] == ["ps"]]
+    assert len(describes) >= 4  # 2 booting, 1 running without the port mapping, then mapped
     record = pods.pods_json()["pods"]["gpu1"]
     assert record["state"] == "ready"
     assert [h["to"] for h in record["history"]][-3:] == ["ssh_ready", "bootstrapped", "ready"]
