@@ -106,6 +106,7 @@ def test_submit_queue_run_tail_fetch_validate(cluster: Project) -> None:
     second = _submit(cluster, "quick", "sl-b")
     job_a = _spec(cluster, "sl-a")["slurm"]["job_id"]
     assert first["run_id"] == "sl-a" and job_a and second["run_id"] == "sl-b"
+    assert first["slurm_job_ids"] == [job_a] and first["tmux_session"] is None
     # the node is full: the second job waits, and says why once SLURM has looked at it
     seen = _wait_status(cluster, {"sl-a": "running", "sl-b": "queued"})
     assert seen["sl-a"]["slurm"]["state"] == "RUNNING"
@@ -135,7 +136,11 @@ def test_submit_queue_run_tail_fetch_validate(cluster: Project) -> None:
 
 
 def test_time_limit_ends_timeout_with_a_runner_summary(cluster: Project) -> None:
-    _submit(cluster, "limited", "sl-limit")
+    said = cluster.ops("run", "submit", "-p", "limited", "--run-id", "sl-limit",
+                       "--skip-preflight")
+    assert said.exit_code == 0, said.stderr
+    job = _spec(cluster, "sl-limit")["slurm"]["job_id"]
+    assert f"slurm:   job {job} (squeue -j {job})" in said.stdout and "tmux" not in said.stdout
     seen = _wait_status(cluster, {"sl-limit": "timeout"}, timeout=75)["sl-limit"]
     summary = cluster.summary("sl-limit")
     assert summary["written_by"] == "wrapper" and summary["status"] == "timeout"

@@ -28,7 +28,11 @@ def submitted(done: Any) -> str:
     if done.parent_run_id:
         lines.append(f"  resumes: {done.parent_run_id}")
     lines += [f"  run dir: {d}" for d in done.run_dirs]
-    lines.append(f"  tmux:    tmux -L {done.tmux_socket} attach -t {done.tmux_session}")
+    if done.slurm_job_ids:
+        lines.append(f"  slurm:   job {', '.join(done.slurm_job_ids)} "
+                     f"(squeue -j {','.join(done.slurm_job_ids)})")
+    else:
+        lines.append(f"  tmux:    tmux -L {done.tmux_socket} attach -t {done.tmux_session}")
     return "\n".join(lines)
 
 

@@ -30,11 +30,12 @@ class Submitted:
     run_ids: list[str]
     run_dirs: list[str]
     host: str
-    tmux_session: str
+    tmux_session: str | None
     tmux_socket: str
     sweep_id: str | None = None
     parent_run_id: str | None = None
     notes: list[str] = field(default_factory=list)
+    slurm_job_ids: list[str] = field(default_factory=list)  # a slurm host: one job per run
 
     @property
     def run_id(self) -> str:
@@ -44,7 +45,16 @@ class Submitted:
         return {"schema": "ops.run_submit/1", "run_id": self.run_id, "run_ids": self.run_ids,
                 "run_dirs": self.run_dirs, "sweep_id": self.sweep_id,
                 "parent_run_id": self.parent_run_id, "host": self.host,
-                "tmux_session": self.tmux_session, "tmux_socket": self.tmux_socket}
+                "tmux_session": self.tmux_session, "tmux_socket": self.tmux_socket,
+                "slurm_job_ids": self.slurm_job_ids}
+
+
+def _job_ids(answer: dict[str, Any]) -> list[str]:
+    """The SLURM job ids a slurm host's runner reported (none for tmux); text only."""
+    found = answer.get("slurm_job_ids")
+    if not isinstance(found, list):
+        found = [answer.get("slurm_job_id")]
+    return [j for j in found if isinstance(j, str) and j.isdigit() and len(j) <= 12]
 
 
 def _run_id(given: str | None, preset: str) -> str:
@@ -119,7 +129,7 @@ def _launch_one(target: Target, spec: dict[str, Any], secrets: Mapping[str, str]
     answer = call_runner(target.host, ["submit", target.paths.outputs_root], input_text=payload)
     return Submitted([answer["run_id"]], [answer["run_dir"]], target.host.name,
                      answer["tmux_session"], answer["tmux_socket"],
-                     parent_run_id=spec.get("parent_run_id"))
+                     parent_run_id=spec.get("parent_run_id"), slurm_job_ids=_job_ids(answer))
 
 
 def submit_sweep(loaded: LoadedConfig, target: Target, name: str, sets: Sequence[str] = (), *,
@@ -147,7 +157,8 @@ def submit_sweep(loaded: LoadedConfig, target: Target, name: str, sets: Sequence
     answer = call_runner(target.host, ["submit-sweep", target.paths.outputs_root],
                          input_text=payload)
     return Submitted(answer["run_ids"], answer["run_dirs"], target.host.name,
-                     answer["tmux_session"], answer["tmux_socket"], sweep_id=sweep_id)
+                     answer["tmux_session"], answer["tmux_socket"], sweep_id=sweep_id,
+                     slurm_job_ids=_job_ids(answer))
 
 
 def resume(loaded: LoadedConfig, target: Target, parent_id: str, sets: Sequence[str] = (), *,
