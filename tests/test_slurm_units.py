@@ -129,3 +129,16 @@ def test_the_runs_table_shows_the_job_and_why_a_run_waits() -> None:
     lines = table.splitlines()
     assert "queued (Resources)" in lines[1] and "job 12" in lines[1]
     assert lines[2].rstrip().endswith("yes") and "\x1b" not in table
+
+
+def test_a_submit_on_slurm_names_its_jobs_and_the_sweep_order() -> None:
+    from ops.cli import render
+    from ops.services.submit import Submitted
+
+    sweep = Submitted(["a", "b"], ["/r/a", "/r/b"], "cluster", None, "ops", sweep_id="s",
+                      slurm_job_ids=["7", "8"], parallel=True)
+    text = render.submitted(sweep)
+    assert "2 runs, all at once" in text and "slurm:   job 7, 8 (squeue -j 7,8)" in text
+    assert "tmux" not in text and sweep.to_json()["slurm_job_ids"] == ["7", "8"]
+    one = render.submitted(Submitted(["a"], ["/r/a"], "pod", "ops-a", "ops"))
+    assert "tmux -L ops attach -t ops-a" in one

@@ -22,8 +22,9 @@ def table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
 
 
 def submitted(done: Any) -> str:
+    order = "all at once" if getattr(done, "parallel", False) else "one after another"
     head = (f"submitted sweep {done.sweep_id} on {done.host}: {len(done.run_ids)} runs, "
-            "one after another" if done.sweep_id else f"submitted {done.run_id} on {done.host}")
+            f"{order}" if done.sweep_id else f"submitted {done.run_id} on {done.host}")
     lines = [head]
     if done.parent_run_id:
         lines.append(f"  resumes: {done.parent_run_id}")

@@ -36,6 +36,7 @@ class Submitted:
     parent_run_id: str | None = None
     notes: list[str] = field(default_factory=list)
     slurm_job_ids: list[str] = field(default_factory=list)  # a slurm host: one job per run
+    parallel: bool = False  # a sweep whose members were all submitted at once (SLURM)
 
     @property
     def run_id(self) -> str:
@@ -158,7 +159,7 @@ def submit_sweep(loaded: LoadedConfig, target: Target, name: str, sets: Sequence
                          input_text=payload)
     return Submitted(answer["run_ids"], answer["run_dirs"], target.host.name,
                      answer["tmux_session"], answer["tmux_socket"], sweep_id=sweep_id,
-                     slurm_job_ids=_job_ids(answer))
+                     slurm_job_ids=_job_ids(answer), parallel=answer.get("parallel") is True)
 
 
 def resume(loaded: LoadedConfig, target: Target, parent_id: str, sets: Sequence[str] = (), *,
