@@ -29,6 +29,18 @@ def _git(repo: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True)
 
 
+def _pod_python(tmp: Path) -> Path:
+    """This venv's interpreter as a pod has it: its packages (psutil, libtmux) but not this
+    checkout's runner (the editable install's .pth is skipped with -S), so ops must use the
+    runner it uploads, as on a real pod."""
+    site = next(p for p in sys.path if p.endswith("site-packages"))
+    script = tmp / "pod-python"
+    script.write_text(f'#!/bin/sh\nPYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}{site}" '
+                      f'exec "{sys.executable}" -S "$@"\n')
+    script.chmod(0o755)
+    return script
+
+
 class Pods:
     """The test project, a fake cloud on PATH, and the pod-side paths of this test."""
 
@@ -36,6 +48,7 @@ class Pods:
         self.project, self.cloud, self.sshd = project, cloud, sshd
         self.pod_runs, self.pod_home = tmp / "pod-runs", tmp / "pod-home"
         self.netrc = tmp / "pod-netrc"
+        self.python = _pod_python(tmp)
 
     def ops(self, *args: str, timeout: float = 90) -> Result:
         return self.project.ops(*args, env=self.cloud.env, timeout=timeout)
@@ -44,7 +57,7 @@ class Pods:
         return ["pod", "up", name, "--provider", provider, "--identity",
                 str(self.sshd.client_key), "--user", self.sshd.user,
                 "--ops-home", str(self.pod_home), "--outputs-dir", str(self.pod_runs),
-                "--python", sys.executable, "--netrc-path", str(self.netrc),
+                "--python", str(self.python), "--netrc-path", str(self.netrc),
                 "--timeout", "60", *extra]
 
     def up(self, name: str, provider: str, *extra: str) -> Result:

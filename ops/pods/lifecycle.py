@@ -20,7 +20,7 @@ from ops.pods import bootstrap
 from ops.pods.providers import Observed, ProviderCLI, table
 from ops.pods.state import PodRecord, PodStore
 from ops.pods.wait import Backoff, wait_banner, wait_endpoint
-from ops.services.target import forget_runner, open_pod_host
+from ops.services.target import forget_runner, open_pod_host, ready_runner
 
 Say = Callable[[str], None]
 LIVE = ("launching", "running", "stalled")
@@ -258,13 +258,12 @@ def _unreachable(exc: OpsError, force: bool, result: RmResult) -> bool:
 
 def _blocking_runs(loaded: LoadedConfig, host: Any, record: PodRecord) -> list[str]:
     """Runs that are live, or ended but never fetched here (their record dies with the pod)."""
+    if record.state in ("requested", "provisioning", "booting", "ssh_ready"):
+        return []  # never bootstrapped: nothing could have been submitted to it
     outputs = host.expand(record.outputs_dir or loaded.config.project.outputs_dir())
-    try:
-        answer = call_runner(host, ["status", outputs])
-    except OpsError as exc:
-        if "No module named" in exc.render() or "exited with 127" in exc.message:
-            return []  # no runner there: no runs either
-        raise
+    ops_home = host.expand(record.ops_home or loaded.config.project.ops_home)
+    ready_runner(loaded, host, record.name, ops_home, record.python)  # the uploaded build
+    answer = call_runner(host, ["status", outputs])
     runs = [r for r in answer.get("runs") or [] if isinstance(r, dict)]
     artifacts = loaded.repo_root / loaded.config.storage.artifacts_dir
     blockers = []
