@@ -75,6 +75,9 @@ class Wrapper:
 
     # -- start -----------------------------------------------------------------------------
     def run(self) -> int:
+        # handlers first: a TERM that arrives while the run is set up (SLURM, a quick cancel)
+        # stops the workload as soon as it exists instead of killing the wrapper
+        self._install_signal_handlers()
         workload = self.spec["workload"]
         secrets = self.store.env
         files = [wc.render(f, self.values) for f in self.spec.get("secrets", {}).get("files", [])]
@@ -94,7 +97,8 @@ class Wrapper:
                                 self.redactor.redact(script.encode()), 0o755)
         launch_error = self._pattern_problem() or self._start(argv, cwd, env)
         self._write_metadata()
-        self._install_signal_handlers()
+        if self.stop.signal is not None:  # signalled before the workload existed
+            self._stop_workload()
         snap = threading.Thread(target=self._write_snapshots, args=(argv, env), daemon=True)
         snap.start()
         self.events.emit("run_start", argv_len=len(argv), workload_pid=self.proc and self.proc.pid,
@@ -164,7 +168,8 @@ class Wrapper:
             "override_format": spec["workload"].get("override_format"),
             "derived": {"argv": argv, "cwd": str(wc.resolve_cwd(spec["workload"], self.values)),
                         "placeholders": self.values,
-                        "python_unbuffered": env.get("PYTHONUNBUFFERED") == "1"},
+                        "python_unbuffered": env.get("PYTHONUNBUFFERED") == "1",
+                        "world_size": wc.nproc_per_node(spec["workload"])},
         })
         self.ledger.write_json(self.run_dir, contract.ENV_SNAPSHOT,
                                snapshots.env_snapshot(self.run_id, env))

@@ -324,3 +324,23 @@ def test_an_uncompilable_pattern_in_spec_fails_the_run_cleanly(tmp_path: Path) -
     assert summary["failure"]["class"] == "launch"
     assert "metrics_from_stdout pattern" in summary["failure"]["message"]
     assert not Path(spec["secrets"]["store"]).exists()
+
+
+def test_a_term_while_the_run_is_set_up_ends_it_killed(tmp_path: Path) -> None:
+    """The handlers are up before the workload exists: an early TERM (SLURM's, a quick
+    cancel) is an orderly stop with a sealed summary, not a dead wrapper."""
+    from .test_kill_safety import make_run
+
+    run_dir = make_run(tmp_path / "t", "early-term")
+    store = Path(json.loads((run_dir / "spec.json").read_text())["secrets"]["store"])
+    wrapper = subprocess.Popen([sys.executable, "-m", "runner", "exec", str(run_dir)],
+                               stdin=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while store.exists() and time.time() < deadline:  # the wrapper has taken its store
+        time.sleep(0.002)
+    time.sleep(0.01)
+    wrapper.send_signal(signal.SIGTERM)
+    assert wrapper.wait(timeout=30) != -signal.SIGTERM
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "killed" and summary["written_by"] == "wrapper"
+    assert summary["failure"]["class"] == "cancelled"
