@@ -132,6 +132,12 @@ def test_up_submit_status_fetch_rm(pods: Pods, provider: str) -> None:
     assert doc["reachable"] is True and doc["runs"] == {"completed": 1}
     assert doc["machine"]["disk_free_gb"] > 0
 
+    if provider == "vast":  # cost at the pod's $/h (the offer's dph_total)
+        dry = pods.ops("run", "submit", "-p", "printer", "-H", "gpu1", "--dry-run", "--json")
+        assert dry.exit_code == 0, dry.stderr
+        est = dry.json()["estimate"]
+        assert est["runs"] == 1 and est["price_per_hour"] == 0.412
+        assert est["cost"] == round(est["duration_s"] / 3600 * 0.412, 4)
     if provider == "vast":  # the system ssh, with the pod's own known_hosts and key
         shell = pods.ops("pod", "ssh", "gpu1", "--", "echo", "hello from the pod")
         assert shell.exit_code == 0 and shell.stdout == "hello from the pod\n", shell.stderr
