@@ -93,19 +93,20 @@ def _files_containing(root: Path, needle: str) -> list[Path]:
     return found
 
 
-@pytest.mark.parametrize("provider", ["vast", "runpod", "lium"])
-def test_up_submit_status_fetch_rm(pods: Pods, provider: str) -> None:
-    extra: list[str] = []
-    if provider == "runpod":  # the key from storage.wandb.ensure_creds_script instead
-        (Path.home() / ".netrc").unlink()
-        script = pods.pod_runs.parent / "creds.py"  # outside the repo: never synced
-        script.write_text(f"print({CANARY!r})\n")
-        doc = json.loads(pods.project.config_path.read_text())
-        doc["storage"]["wandb"] = {"ensure_creds_script": f"{sys.executable} {script}"}
-        pods.project.write_config(doc)
-        _git(pods.project.root, "add", "-A")
-        _git(pods.project.root, "commit", "-q", "-m", "creds")
-    up = pods.up("gpu1", provider, *extra)
+def _creds_from_script(pods: Pods) -> None:
+    """The W&B key from storage.wandb.ensure_creds_script instead of the netrc."""
+    (Path.home() / ".netrc").unlink()
+    script = pods.pod_runs.parent / "creds.py"  # outside the repo: never synced
+    script.write_text(f"print({CANARY!r})\n")
+    doc = json.loads(pods.project.config_path.read_text())
+    doc["storage"]["wandb"] = {"ensure_creds_script": f"{sys.executable} {script}"}
+    pods.project.write_config(doc)
+    _git(pods.project.root, "add", "-A")
+    _git(pods.project.root, "commit", "-q", "-m", "creds")
+
+
+def _up_ready(pods: Pods, provider: str) -> Result:
+    up = pods.up("gpu1", provider)
     assert up.exit_code == 0, up.stderr
     assert "gpu1: ready" in up.stdout
     assert "preflight warn (profile cpu, cpu)" in up.stderr
@@ -115,10 +116,28 @@ def test_up_submit_status_fetch_rm(pods: Pods, provider: str) -> None:
     record = pods.pods_json()["pods"]["gpu1"]
     assert record["state"] == "ready"
     assert [h["to"] for h in record["history"]][-3:] == ["ssh_ready", "bootstrapped", "ready"]
-    # the W&B key reached the pod's netrc, 0600, and nothing else
+    # the W&B key reached the pod's netrc, 0600
     assert stat.S_IMODE(pods.netrc.stat().st_mode) == 0o600
     assert CANARY in pods.netrc.read_text()
+    return up
 
+
+def _dry_run_and_ssh(pods: Pods) -> None:
+    dry = pods.ops("run", "submit", "-p", "printer", "-H", "gpu1", "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.stderr
+    est = dry.json()["estimate"]  # cost at the pod's $/h (the offer's dph_total)
+    assert est["runs"] == 1 and est["price_per_hour"] == 0.412
+    assert est["cost"] == round(est["duration_s"] / 3600 * 0.412, 4)
+    # the system ssh, with the pod's own known_hosts and key
+    shell = pods.ops("pod", "ssh", "gpu1", "--", "echo", "hello from the pod")
+    assert shell.exit_code == 0 and shell.stdout == "hello from the pod\n", shell.stderr
+
+
+@pytest.mark.parametrize("provider", ["vast", "runpod", "lium"])
+def test_up_submit_status_fetch_rm(pods: Pods, provider: str) -> None:
+    if provider == "runpod":
+        _creds_from_script(pods)
+    up = _up_ready(pods, provider)
     sub = pods.ops("run", "submit", "-p", "printer", "-H", "gpu1", "--run-id", "p1", "--json")
     assert sub.exit_code == 0, sub.stderr
     pods.project.wait_for((pods.pod_runs / "p1" / "summary.json").exists)
@@ -131,16 +150,9 @@ def test_up_submit_status_fetch_rm(pods: Pods, provider: str) -> None:
     doc = status.json()
     assert doc["reachable"] is True and doc["runs"] == {"completed": 1}
     assert doc["machine"]["disk_free_gb"] > 0
+    if provider == "vast":
+        _dry_run_and_ssh(pods)
 
-    if provider == "vast":  # cost at the pod's $/h (the offer's dph_total)
-        dry = pods.ops("run", "submit", "-p", "printer", "-H", "gpu1", "--dry-run", "--json")
-        assert dry.exit_code == 0, dry.stderr
-        est = dry.json()["estimate"]
-        assert est["runs"] == 1 and est["price_per_hour"] == 0.412
-        assert est["cost"] == round(est["duration_s"] / 3600 * 0.412, 4)
-    if provider == "vast":  # the system ssh, with the pod's own known_hosts and key
-        shell = pods.ops("pod", "ssh", "gpu1", "--", "echo", "hello from the pod")
-        assert shell.exit_code == 0 and shell.stdout == "hello from the pod\n", shell.stderr
     refused = pods.ops("pod", "rm", "gpu1")  # p1 was never fetched
     assert refused.exit_code == 4 and "p1: completed, never fetched" in refused.stderr
     assert pods.netrc.exists()
@@ -155,7 +167,7 @@ def test_up_submit_status_fetch_rm(pods: Pods, provider: str) -> None:
     assert [i["destroyed"] for i in pods.cloud.instances()] == [True]
     texts = [up.stdout, up.stderr, sub.stdout, sub.stderr, status.stdout, rm.stdout, rm.stderr,
              json.dumps(pods.cloud.calls())]
-    assert not [t for t in texts if CANARY in t]
+    assert not [t for t in texts if CANARY in t]  # not in argv, not in output
     for root in (pods.pod_runs, pods.project.root, pods.pod_home):
         assert _files_containing(root, CANARY) == []
 
