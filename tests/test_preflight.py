@@ -77,6 +77,22 @@ def test_a_missing_dataset_fails_and_submit_refuses_unless_skipped(project: Proj
     assert project.run_dir("t1").exists()
 
 
+def test_a_dataset_under_the_code_dir_is_found_in_the_checkout(project: Project) -> None:
+    """`{code_dir}/data/...` (the project's own presets) is the checkout on the local host:
+    present there it passes, absent it fails naming the real path, never `{code_dir}`."""
+    toy = base_config(project.runs, project.socket)["presets"]["toy"]
+    _config(project, toy={**toy, "dataset": {"name": "d", "dir": "{code_dir}/data/d"}})
+    missing = project.ops("preflight", "-p", "toy", "--json")
+    data = next(c for c in missing.json()["checks"] if c["name"] == "dataset")
+    assert missing.exit_code == 6 and data["status"] == "fail"
+    assert "{code_dir}" not in data["detail"] and str(project.root) in data["detail"]
+    (project.root / "data" / "d").mkdir(parents=True)
+    (project.root / "data" / "d" / "x.nii").write_bytes(b"x")
+    found = project.ops("preflight", "-p", "toy", "--json")
+    data = next(c for c in found.json()["checks"] if c["name"] == "dataset")
+    assert found.exit_code == 0 and data["status"] == "pass", found.stdout
+
+
 # a workload whose length is proportional to its steps (sh, not Python: no interpreter start
 # whose cost on a loaded machine would swamp the difference)
 SLEEPER = {"kind": "command", "limits": {"grace_sec": 1}, "overrides": {"steps": 10},

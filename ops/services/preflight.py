@@ -69,6 +69,12 @@ def _dataset_dir(loaded: LoadedConfig, target: Target, preset: CommandPreset) ->
         (preset.dataset.dir if preset.dataset else None)
     if not directory:
         return None
+    if "{" in directory:  # a placeholder the run fills in: only the local code dir is known now
+        if not (isinstance(target.host, LocalHost) and directory.startswith("{code_dir}")):
+            return None
+        directory = str(Path(loaded.repo_root)) + directory[len("{code_dir}"):]
+        if "{" in directory:
+            return None
     if directory.startswith("~") or PurePosixPath(directory).is_absolute():
         return directory if not directory.startswith("~") else \
             getattr(target.host, "expand", lambda p: p)(directory)
