@@ -123,6 +123,15 @@ def base_config(runs: Path, socket: str) -> dict[str, Any]:
     }
 
 
+@pytest.fixture
+def wrapper() -> Iterator[subprocess.Popen[bytes]]:
+    """A live process to stand in for a run's wrapper (its pid and start time are real)."""
+    proc = subprocess.Popen(["sleep", "60"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
 def _tmux_available() -> bool:
     return shutil.which("tmux") is not None
 

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +30,6 @@ pytestmark = pytest.mark.timeout(60)
 NESTED = "[" * 3000 + "]" * 3000
 OLD = time.time() - 3600  # well past the launch window
 Mutation = Callable[[Path], None]
-
-
-@pytest.fixture
-def wrapper() -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(["sleep", "60"])
-    yield proc
-    proc.kill()
-    proc.wait()
 
 
 def write_run(root: Path, run_id: str, pid: int, *, ended: bool = False) -> Path:

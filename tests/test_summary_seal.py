@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +17,6 @@ from runner.validate import validate_run_dir
 from .test_validate import RUN_ID, valid_files, write_run_dir
 
 KEY = seal.new_key()
-
-
-@pytest.fixture
-def wrapper() -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(["sleep", "60"])
-    yield proc
-    proc.kill()
-    proc.wait()
 
 
 def _process(pid: int) -> dict[str, Any]:

@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,14 +21,6 @@ from .test_hostile_rundirs import write_run
 
 pytestmark = pytest.mark.timeout(60)
 OLD = time.time() - 3600
-
-
-@pytest.fixture
-def wrapper() -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(["sleep", "60"])
-    yield proc
-    proc.kill()
-    proc.wait()
 
 
 def _temp(path: Path, *, old: bool = True) -> Path:
