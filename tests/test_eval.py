@@ -109,8 +109,12 @@ def flagship_presets(data: Path) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_eval_of_a_debug_flagship_run_reproduces_its_validation_dsc(project: Project) -> None:
-    eval_project(project, **flagship_presets(REPO / "data" / "vessels"))
+def test_eval_of_a_debug_flagship_run_reproduces_its_validation_dsc(project: Project,
+                                                                   tmp_path: Path) -> None:
+    data = tmp_path / "vessels"  # the demo's dataset, made here: a fresh clone has none
+    ops_ok(project, "data", "synth", "--out", str(data), "--n", "12", "--size", "64",
+           "--seed", "0", "--force")
+    eval_project(project, **flagship_presets(data))
     ops_ok(project, "run", "submit", "-p", "dice_ce_demo", "--debug", "--run-id", "flag-1",
            "-f", timeout=400)
     ops_ok(project, "run", "submit", "-p", "dice_ce_demo_eval", "--from", "flag-1",
