@@ -157,12 +157,8 @@ def submit_sweep(root: Path, payload: dict[str, Any]) -> dict[str, Any]:
     try:
         session = sweep.launch(root, sweep_id)
     except Exception as exc:
-        for run_dir in run_dirs:
-            spec = contract.read_json_or_none(run_dir / contract.SPEC) or {}
-            _record_launch_failure(run_dir, run_dir.name, f"tmux launch failed: {exc}",
-                                   redact.peek_seal(spec))
-            redact.discard_store(spec)
-        raise VerbError("failed", f"could not launch sweep {sweep_id}: {exc}") from exc
+        raise _sweep_not_launched(sweep_id, run_dirs, specs, f"tmux launch failed: {exc}") \
+            from exc
     return {"sweep_id": sweep_id, "run_ids": [d.name for d in run_dirs],
             "run_dirs": [str(d) for d in run_dirs], "tmux_session": session,
             "tmux_socket": specs[0].get("tmux", {}).get("socket") or "ops"}
@@ -174,15 +170,21 @@ def _launch_slurm_sweep(sweep_id: str, run_dirs: list[Path], specs: list[dict[st
     try:
         jobs = launch_slurm(run_dirs, specs, parallel=parallel)
     except Exception as exc:
-        for run_dir, spec in zip(run_dirs, specs, strict=True):
-            _record_launch_failure(run_dir, run_dir.name, f"sbatch failed: {exc}",
-                                   redact.peek_seal(spec))
-            redact.discard_store(spec)
-        raise VerbError("failed", f"could not launch sweep {sweep_id}: {exc}") from exc
+        raise _sweep_not_launched(sweep_id, run_dirs, specs, f"sbatch failed: {exc}") from exc
     return {"sweep_id": sweep_id, "run_ids": [d.name for d in run_dirs],
             "run_dirs": [str(d) for d in run_dirs], "tmux_session": None,
             "tmux_socket": specs[0].get("tmux", {}).get("socket") or "ops",
             "launcher": "slurm", "slurm_job_ids": jobs, "parallel": parallel}
+
+
+def _sweep_not_launched(sweep_id: str, run_dirs: list[Path], specs: list[dict[str, Any]],
+                        message: str) -> VerbError:
+    """Every member of a sweep that could not be launched ends failed (sealed), its secret
+    store deleted; the error to raise."""
+    for run_dir, spec in zip(run_dirs, specs, strict=True):
+        _record_launch_failure(run_dir, run_dir.name, message, redact.peek_seal(spec))
+        redact.discard_store(spec)
+    return VerbError("failed", f"could not launch sweep {sweep_id}: {message}")
 
 
 def _record_launch_failure(run_dir: Path, run_id: str, message: str,
