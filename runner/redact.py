@@ -84,7 +84,7 @@ def take_store(path: Path | None) -> Store:
 
 def peek_seal(spec: Mapping[str, Any]) -> str | None:
     """The seal key from a store the wrapper has not taken yet (a queued sweep member)."""
-    path = _store_path(spec)
+    path = store_path(spec)
     if path is None:
         return None
     try:
@@ -95,7 +95,8 @@ def peek_seal(spec: Mapping[str, Any]) -> str | None:
     return key if isinstance(key, str) else None
 
 
-def _store_path(spec: Mapping[str, Any]) -> Path | None:
+def store_path(spec: Mapping[str, Any]) -> Path | None:
+    """Where spec.json says the run's secret store is (None when it names none)."""
     secrets = spec.get("secrets")
     store = secrets.get("store") if isinstance(secrets, Mapping) else None
     if not isinstance(store, str) or not store:
@@ -106,7 +107,7 @@ def _store_path(spec: Mapping[str, Any]) -> Path | None:
 def discard_store(spec: Mapping[str, Any]) -> bool:
     """Delete the run's secret store if it is still on disk (its wrapper never got to it, or
     died before it could); True when one was removed."""
-    path = _store_path(spec)
+    path = store_path(spec)
     if path is None:
         return False
     try:

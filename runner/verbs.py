@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runner import contract, reaper, redact, slurm, sweep, tmux
+from runner import contract, fields, reaper, redact, slurm, sweep, tmux
 from runner.envpolicy import scrubbed_env
 from runner.finish import failure_record, summary_doc, write_summary
 from runner.status import SessionCache, final_summary, run_status, wrapper_alive
@@ -212,8 +212,8 @@ def cancel(run_dir: Path, wait_s: float = 60.0) -> dict[str, Any]:
     if meta is None:
         raise VerbError("failed", f"{run_dir.name} has not started yet ({before['status']}); "
                                   "try again in a few seconds")
-    process = _mapping(meta.get("process"))
-    recorded_boot = _mapping(meta.get("host")).get("boot_id")
+    process = fields.obj(meta, "process")
+    recorded_boot = fields.obj(meta, "host").get("boot_id")
     alive, reason = wrapper_alive(process, contract.boot_id(), recorded_boot)
     # the process table names the wrapper even when the workload rewrote run_metadata.json
     pid = reaper.live_wrappers().get(os.path.realpath(run_dir)) or \
@@ -279,10 +279,6 @@ def _record_cancelled_job(run_dir: Path, spec: dict[str, Any], job: str) -> None
         run_dir.name, status="killed", started=now, ended=now, written_by="runner",
         failure=failure_record("cancelled", f"SLURM job {job} cancelled before its wrapper "
                                             "wrote a summary"), seal=key))
-
-
-def _mapping(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
 
 
 def _end_orphans(run_dir: Path, process: dict[str, Any], recorded_boot: Any) -> str:

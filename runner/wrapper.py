@@ -48,7 +48,7 @@ class Wrapper:
         self.run_dir = run_dir.resolve()
         self.spec = contract.read_json(self.run_dir / contract.SPEC)
         # the store goes first: whatever happens next, no plaintext secret stays on disk
-        self.store = redact.take_store(_store_path(self.spec))
+        self.store = redact.take_store(redact.store_path(self.spec))
         self.run_id = contract.validate_run_id(str(self.spec.get("run_id", "")))
         if self.run_id != self.run_dir.name:
             raise contract.ContractError(f"spec run_id {self.run_id!r} is not the dir name")
@@ -324,12 +324,6 @@ def _submit_env(spec: dict[str, Any]) -> dict[str, str]:
     if isinstance(recorded, dict):
         return scrubbed_env({str(k): v for k, v in recorded.items() if isinstance(v, str)})
     return scrubbed_env(os.environ)
-
-
-def _store_path(spec: dict[str, Any]) -> Path | None:
-    value = spec.get("secrets", {}).get("store") if isinstance(spec.get("secrets"), dict) \
-        else None
-    return Path(os.path.expanduser(value)) if isinstance(value, str) and value else None
 
 
 def _pgid(pid: int) -> int | None:
