@@ -17,6 +17,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,9 @@ WAITING_STATES = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"
 DEFAULT_SIGNAL_MARGIN_S = 30
 # a TERM this close to the time limit (after the --signal lead) is SLURM's warning
 EARLY_SIGNAL_SLACK_S = 90
+# asking SLURM, on TERM, whether it is the time-limit warning: a few quick tries
+TERM_QUERY_PAUSES_S = (0.5, 1.0, 0.0)
+TERM_QUERY_TIMEOUT_S = 8.0
 
 
 class SlurmError(Exception):
@@ -164,10 +168,10 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _call(argv: list[str]) -> str:
+def _call(argv: list[str], timeout: float = CALL_TIMEOUT_S) -> str:
     try:
         done = subprocess.run(argv, capture_output=True, text=True, env=_env(),
-                              timeout=CALL_TIMEOUT_S, stdin=subprocess.DEVNULL, check=False)
+                              timeout=timeout, stdin=subprocess.DEVNULL, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise SlurmError(f"{argv[0]} could not run: {exc}") from exc
     if done.returncode != 0:
@@ -301,23 +305,38 @@ def _seconds(text: str) -> float | None:
     return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
 
 
-def term_is_time_limit(run_dir: Path, spec: dict[str, Any]) -> str | None:
+def term_is_time_limit(run_dir: Path, spec: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
     """When the wrapper gets SIGTERM inside a SLURM job: a message when it is the time-limit
-    warning (`--signal=B:TERM@lead`), None when it is a cancel or anything else. Never told
-    by the clock alone: ops leaves a marker when it cancels, and SLURM says whether the job
-    is still RUNNING (a plain scancel makes it CANCELLED) and how much time it has left."""
+    warning (`--signal=B:TERM@lead`), None when it is a cancel or anything else, and the
+    evidence either way (for events.jsonl). Never told by the clock alone: ops leaves a marker
+    when it cancels, and SLURM says whether the job is still RUNNING (a plain scancel makes it
+    CANCELLED) and how much time it has left. A busy controller is asked again, briefly."""
     job = os.environ.get("SLURM_JOB_ID")
-    if not job or not JOB_ID_RE.fullmatch(job) or (run_dir / CANCEL_MARKER).exists():
-        return None
-    try:
-        out = _call(["squeue", "--noheader", "-j", job, "--Format=State:|,TimeLeft:|,TimeLimit:|"])
-    except SlurmError:
-        return None
-    parts = out.strip().split("|")
+    if not job or not JOB_ID_RE.fullmatch(job):
+        return None, {"why": "not inside a SLURM job"}
+    if (run_dir / CANCEL_MARKER).exists():
+        return None, {"job_id": job, "why": "ops cancelled the run"}
+    answer: str | None = None
+    error = ""
+    for pause in TERM_QUERY_PAUSES_S:
+        try:
+            answer = _call(["squeue", "--noheader", "-j", job,
+                            "--Format=State:|,TimeLeft:|,TimeLimit:|"],
+                           timeout=TERM_QUERY_TIMEOUT_S)
+        except SlurmError as exc:
+            error = str(exc)[-200:]
+        if answer is not None and answer.strip():
+            break
+        time.sleep(pause)
+    evidence: dict[str, Any] = {"job_id": job, "squeue": (answer or "").strip()[:200] or None}
+    if error:
+        evidence["error"] = error
+    parts = (answer or "").strip().split("|")
     if len(parts) < 3 or parts[0].strip() != "RUNNING":
-        return None
+        return None, {**evidence, "why": "SLURM does not say the job is still running"}
     left = _seconds(parts[1])
+    evidence["seconds_left"] = left
     if left is None or left > signal_lead(spec) + EARLY_SIGNAL_SLACK_S:
-        return None
+        return None, {**evidence, "why": "the time limit is not near"}
     return (f"SLURM time limit {parts[2].strip()} of job {job} reached "
-            f"({left:.0f} s left when SLURM sent TERM)")
+            f"({left:.0f} s left when SLURM sent TERM)"), {**evidence, "why": "time limit"}

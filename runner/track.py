@@ -30,7 +30,9 @@ class EventLog:
         self.run_id = run_id
         self.source = source
         self._seq = 0
-        self._lock = threading.Lock()
+        # reentrant: the wrapper's signal handlers emit too, and a handler can run on the
+        # main thread while that thread is inside emit()
+        self._lock = threading.RLock()
 
     def emit(self, type_: str, **fields: Any) -> None:
         with self._lock:

@@ -246,8 +246,10 @@ class Wrapper:
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         name = reaper.signal_name(signum)
-        limit = slurm.term_is_time_limit(self.run_dir, self.spec) \
-            if signum == signal.SIGTERM and slurm.is_slurm(self.spec) else None
+        limit = None
+        if signum == signal.SIGTERM and slurm.is_slurm(self.spec):
+            limit, evidence = slurm.term_is_time_limit(self.run_dir, self.spec)
+            self.events.emit("slurm_term", **evidence)
         if limit is not None:  # SLURM's warning before the time limit (--signal=B:TERM@lead)
             self._on_breach(Breach("timeout", "timeout", limit))
             return

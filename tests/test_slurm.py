@@ -93,7 +93,14 @@ def _wait_status(p: Project, want: dict[str, Any], timeout: float = 40.0) -> dic
                for r, w in want.items()):
             return seen
         time.sleep(0.3)
-    raise AssertionError(f"wanted {want}, last seen {json.dumps(seen, indent=1)[:3000]}")
+    events = {r: _events_tail(p, r) for r in want}
+    raise AssertionError(f"wanted {want}, last seen {json.dumps(seen, indent=1)[:3000]}\n"
+                         f"events: {json.dumps(events, indent=1)[:3000]}")
+
+
+def _events_tail(p: Project, run_id: str) -> list[str]:
+    path = p.runs / run_id / "events.jsonl"
+    return path.read_text(errors="replace").splitlines()[-12:] if path.exists() else []
 
 
 def _spec(p: Project, run_id: str) -> dict[str, Any]:
@@ -145,6 +152,9 @@ def test_time_limit_ends_timeout_with_a_runner_summary(cluster: Project) -> None
     summary = cluster.summary("sl-limit")
     assert summary["written_by"] == "wrapper" and summary["status"] == "timeout"
     assert "SLURM time limit" in summary["failure"]["message"]
+    said_slurm = [json.loads(line) for line in _events_tail(cluster, "sl-limit")
+                  if '"slurm_term"' in line]
+    assert said_slurm and said_slurm[0]["why"] == "time limit" and said_slurm[0]["job_id"] == job
     assert seen["slurm"]["state"] in ("COMPLETED", "COMPLETING", "FAILED")  # never TIMEOUT
 
 

@@ -70,11 +70,52 @@ def test_sacct_text_is_code_colon_signal() -> None:
 def test_a_term_outside_slurm_or_after_an_ops_cancel_is_never_a_time_limit(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
-    assert slurm.term_is_time_limit(tmp_path, _spec()) is None
+    assert slurm.term_is_time_limit(tmp_path, _spec())[0] is None
     monkeypatch.setenv("SLURM_JOB_ID", "12")
     slurm.mark_cancel(tmp_path)
     monkeypatch.setenv("PATH", str(tmp_path))  # no squeue could answer anyway
-    assert slurm.term_is_time_limit(tmp_path, _spec()) is None
+    message, evidence = slurm.term_is_time_limit(tmp_path, _spec())
+    assert message is None and evidence == {"job_id": "12", "why": "ops cancelled the run"}
+
+
+def _fake_squeue(bin_dir: Path, answers: list[str]) -> Path:
+    """A squeue that fails (a busy controller) or answers, one line of `answers` per call:
+    a real slurmctld cannot be made to time out on demand."""
+    bin_dir.mkdir()
+    calls = bin_dir / "calls"
+    lines = "\n".join(answers)
+    script = bin_dir / "squeue"
+    script.write_text(f"""#!/bin/sh
+n=$(wc -l < {calls} 2>/dev/null || echo 0)
+echo x >> {calls}
+line=$(printf '%s\\n' "{lines}" | sed -n "$((n + 1))p")
+if [ "$line" = FAIL ]; then echo "slurm_load_jobs error: Socket timed out" >&2; exit 1; fi
+echo "$line"
+""")
+    script.chmod(0o755)
+    return calls
+
+
+def test_a_busy_controller_is_asked_again_before_a_term_is_filed_as_a_cancel(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = _fake_squeue(tmp_path / "bin", ["FAIL", "FAIL", "RUNNING|0:52|1:00|"])
+    monkeypatch.setenv("PATH", str(tmp_path / "bin") + os.pathsep + os.environ["PATH"])
+    monkeypatch.setenv("SLURM_JOB_ID", "12")
+    monkeypatch.setattr(slurm, "TERM_QUERY_PAUSES_S", (0.0, 0.0, 0.0))
+    message, evidence = slurm.term_is_time_limit(tmp_path, _spec())
+    assert message is not None and "SLURM time limit 1:00 of job 12" in message
+    assert evidence["seconds_left"] == 52.0 and evidence["why"] == "time limit"
+    assert len(calls.read_text().splitlines()) == 3
+
+
+def test_a_term_from_a_cancelled_job_says_why_it_is_not_a_time_limit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_squeue(tmp_path / "bin", ["CANCELLED|0:52|1:00|"])
+    monkeypatch.setenv("PATH", str(tmp_path / "bin") + os.pathsep + os.environ["PATH"])
+    monkeypatch.setenv("SLURM_JOB_ID", "12")
+    message, evidence = slurm.term_is_time_limit(tmp_path, _spec())
+    assert message is None and evidence["squeue"] == "CANCELLED|0:52|1:00|"
+    assert evidence["why"] == "SLURM does not say the job is still running"
 
 
 def test_durations_read_as_slurm_prints_them() -> None:
