@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from runner import contract
 from runner.envpolicy import scrubbed_env
 
@@ -305,6 +307,29 @@ def _seconds(text: str) -> float | None:
     return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
 
 
+def _by_the_clock(spec: dict[str, Any], job: str, evidence: dict[str, Any],
+                  ) -> tuple[str | None, dict[str, Any]]:
+    """The last resort when SLURM cannot be asked: a scancel needs the controller too, so a
+    TERM that arrives while it is unreachable, with no ops cancel marker, within the signal
+    lead of the job's own time limit (from the spec) is the time-limit warning."""
+    options = block(spec).get("options")
+    limit_text = str(options.get("time", ""))[:40] if isinstance(options, dict) else ""
+    limit = _seconds(limit_text)
+    try:  # the batch script execs the wrapper: this process started with the job
+        started = psutil.Process().create_time()
+    except psutil.Error:
+        limit = None
+    if limit is None:
+        return None, {**evidence, "why": "SLURM could not be asked and no time limit is known"}
+    left = started + limit - time.time()
+    evidence["seconds_left_by_clock"] = round(left, 1)
+    if left > signal_lead(spec) + EARLY_SIGNAL_SLACK_S:
+        return None, {**evidence, "why": "SLURM could not be asked; the limit is not near"}
+    return (f"SLURM time limit {limit_text} of job {job} reached "
+            f"(about {max(left, 0.0):.0f} s left by the clock; SLURM did not answer)"), \
+        {**evidence, "why": "time limit (by the clock: SLURM did not answer)"}
+
+
 def term_is_time_limit(run_dir: Path, spec: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
     """When the wrapper gets SIGTERM inside a SLURM job: a message when it is the time-limit
     warning (`--signal=B:TERM@lead`), None when it is a cancel or anything else, and the
@@ -331,6 +356,8 @@ def term_is_time_limit(run_dir: Path, spec: dict[str, Any]) -> tuple[str | None,
     evidence: dict[str, Any] = {"job_id": job, "squeue": (answer or "").strip()[:200] or None}
     if error:
         evidence["error"] = error
+    if answer is None:  # the controller never answered: then no scancel reached us either
+        return _by_the_clock(spec, job, evidence)
     parts = (answer or "").strip().split("|")
     if len(parts) < 3 or parts[0].strip() != "RUNNING":
         return None, {**evidence, "why": "SLURM does not say the job is still running"}

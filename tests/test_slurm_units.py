@@ -183,3 +183,21 @@ def test_a_submit_on_slurm_names_its_jobs_and_the_sweep_order() -> None:
     assert "tmux" not in text and sweep.to_json()["slurm_job_ids"] == ["7", "8"]
     one = render.submitted(Submitted(["a"], ["/r/a"], "pod", "ops-a", "ops"))
     assert "tmux -L ops attach -t ops-a" in one
+
+
+def test_with_the_controller_unreachable_the_clock_decides_against_the_spec_s_own_limit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This test process started more than a minute's lead ago: a TERM with a 1-minute limit
+    is the limit; with a 10-hour limit it is not (and no squeue ever answered)."""
+    calls = _fake_squeue(tmp_path / "bin", ["FAIL"] * 6)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin") + os.pathsep + os.environ["PATH"])
+    monkeypatch.setenv("SLURM_JOB_ID", "12")
+    monkeypatch.setattr(slurm, "TERM_QUERY_PAUSES_S", (0.0, 0.0, 0.0))
+    short = _spec()
+    short["slurm"]["options"]["time"] = "00:00:01"
+    message, evidence = slurm.term_is_time_limit(tmp_path, short)
+    assert message is not None and "SLURM did not answer" in message
+    assert evidence["squeue"] is None and "Socket timed out" in evidence["error"]
+    message, evidence = slurm.term_is_time_limit(tmp_path, _spec(options={"time": "10:00:00"}))
+    assert message is None and evidence["why"] == "SLURM could not be asked; the limit is not near"
+    assert len(calls.read_text().splitlines()) == 6
