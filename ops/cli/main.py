@@ -1,48 +1,65 @@
-"""The `ops` entry point: the only place errors become output and exit codes."""
+"""The `ops` entry point: the only place errors become output and exit codes.
+
+Commands are a table of name -> "module:attribute", imported only when the command is used
+(ops.cli.app.LazyGroup); adding a top-level command is adding a row. `ops --version` answers
+before click or any command module is imported.
+"""
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-import click
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (12 ms)
+if TYPE_CHECKING:
+    import click
 
-from ops import __version__
-from ops.cli.config_cmds import config_group, init_command
-from ops.cli.data_cmds import data_group
-from ops.cli.pod_cmds import pod_group, preflight_command
-from ops.cli.repo_cmds import repo_group
-from ops.cli.report_cmds import report_command
-from ops.cli.run_cmds import run_group
-from ops.cli.validate_cmd import validate_command
-from ops.errors import ExitCode, OpsError
+COMMANDS: dict[str, str] = {
+    "init": "ops.cli.config_cmds:init_command",
+    "config": "ops.cli.config_cmds:config_group",
+    "run": "ops.cli.run_cmds:run_group",
+    "validate": "ops.cli.validate_cmd:validate_command",
+    "data": "ops.cli.data_cmds:data_group",
+    "repo": "ops.cli.repo_cmds:repo_group",
+    "report": "ops.cli.report_cmds:report_command",
+    "pod": "ops.cli.pod_cmds:pod_group",
+    "preflight": "ops.cli.pod_cmds:preflight_command",
+}
 
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="ops")
-@click.option("--project-config", type=click.Path(path_type=Path), default=None,
-              envvar="OPS_PROJECT_CONFIG",
-              help="project.json to use (default: configs/ops/project.json found upwards).")
-@click.pass_context
-def cli(ctx: click.Context, project_config: Path | None) -> None:
-    """Run training on ephemeral GPU pods, with a run directory you can trust."""
-    ctx.ensure_object(dict)["project_config"] = project_config
+_cli: click.Group | None = None
 
 
-cli.add_command(init_command, "init")
-cli.add_command(config_group, "config")
-cli.add_command(run_group, "run")
-cli.add_command(validate_command, "validate")
-cli.add_command(data_group, "data")
-cli.add_command(repo_group, "repo")
-cli.add_command(report_command, "report")
-cli.add_command(pod_group, "pod")
-cli.add_command(preflight_command, "preflight")
+def get_cli() -> click.Group:
+    global _cli  # noqa: PLW0603 - built once per process, on first use
+    if _cli is None:
+        from ops.cli.app import build_cli
+
+        _cli = build_cli(COMMANDS)
+    return _cli
+
+
+def __getattr__(name: str) -> click.Group:  # `from ops.cli.main import cli` still works
+    if name == "cli":
+        return get_cli()
+    raise AttributeError(name)
 
 
 def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["--version"]:
+        from ops import __version__
+
+        sys.stdout.write(f"ops, version {__version__}\n")
+        sys.exit(0)
+    _run(args)
+
+
+def _run(args: list[str]) -> None:
+    import click
+
+    from ops.errors import ExitCode, OpsError
+
     try:
-        code = cli.main(args=argv, prog_name="ops", standalone_mode=False)
+        code = get_cli().main(args=args, prog_name="ops", standalone_mode=False)
     except OpsError as exc:
         click.echo(exc.render(), err=True)
         sys.exit(exc.exit_code)
