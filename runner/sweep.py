@@ -37,9 +37,11 @@ def driver_file(root: Path, sweep_id: str) -> Path:
 
 
 def create(root: Path, sweep_id: str, specs: list[dict[str, Any]],
-           secrets: dict[str, dict[str, str]]) -> list[Path]:
-    """Make every member's run dir (all or none are new), write the sweep file. ``secrets``
-    maps each member's run id to its own secrets: a member never sees another's."""
+           secrets: dict[str, dict[str, str]], *,
+           grid: dict[str, Any] | None = None) -> list[Path]:
+    """Make every member's run dir (all or none are new), write the sweep file (with the
+    --set ``grid`` that made the members, when one did). ``secrets`` maps each member's run id
+    to its own secrets: a member never sees another's."""
     contract.validate_run_id(sweep_id)
     ids = [contract.validate_run_id(str(s.get("run_id", ""))) for s in specs]
     taken = [i for i in ids if (root / i).exists()]
@@ -60,7 +62,8 @@ def create(root: Path, sweep_id: str, specs: list[dict[str, Any]],
     sweep_file(root, sweep_id).parent.mkdir(exist_ok=True)
     contract.atomic_write_json(sweep_file(root, sweep_id), {
         "schema": contract.schema_tag("sweep"), "run_id": sweep_id, "sweep_id": sweep_id,
-        "members": ids, "created_at": contract.iso(), "tmux_session": session})
+        "members": ids, "created_at": contract.iso(), "tmux_session": session,
+        **({"grid": grid} if grid is not None else {})})
     return run_dirs
 
 
@@ -101,18 +104,28 @@ class Driver:
             "started_at": contract.iso()})
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
-        for run_id in self.sweep["members"]:
+        members = self.sweep["members"]
+        for index, run_id in enumerate(members, start=1):
             run_dir = self.root / run_id
             if not claim(run_dir):
                 continue  # cancelled while queued: `cancel` claimed it and wrote its summary
             if self.stopping:
                 record_cancelled_while_queued(run_dir)
                 continue
+            self._progress(index, len(members), run_id)
             self.current = subprocess.Popen([sys.executable, "-m", "runner", "exec",
                                              str(run_dir)], stdin=subprocess.DEVNULL)
             self.current.wait()
             self.current = None
         return 0
+
+    def _progress(self, index: int, count: int, run_id: str) -> None:
+        """"member k of n" in the driver's log (the tmux pane) and in its record."""
+        print(f"sweep {self.sweep_id}: member {index} of {count}: {run_id}", flush=True)
+        path = driver_file(self.root, self.sweep_id)
+        doc = contract.read_json_or_none(path) or {}
+        contract.atomic_write_json(path, {**doc, "member": index, "members": count,
+                                          "current": run_id})
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.stopping = True

@@ -144,8 +144,11 @@ def submit_sweep(root: Path, payload: dict[str, Any]) -> dict[str, Any]:
         raise VerbError("usage", "member_secrets must map run ids to secrets")
     secrets = {str(s.get("run_id")): _secrets(member_secrets.get(str(s.get("run_id"))))
                for s in specs}
+    grid = payload.get("grid")
+    if grid is not None and not isinstance(grid, dict):
+        raise VerbError("usage", "grid must be an object (the sweep's --set grid)")
     try:
-        run_dirs = sweep.create(root, sweep_id, specs, secrets)
+        run_dirs = sweep.create(root, sweep_id, specs, secrets, grid=grid)
     except contract.RunDirExists as exc:
         raise VerbError("conflict", str(exc)) from exc
     except contract.ContractError as exc:

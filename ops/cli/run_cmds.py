@@ -75,7 +75,9 @@ def submit_cmd(ctx: click.Context, preset: str | None, resume_id: str | None,
     else:
         click.echo(render.submitted(done))
     if follow:
-        for member in done.run_ids:
+        for index, member in enumerate(done.run_ids):
+            if note := submit.member_note(done, index):
+                click.echo(note, err=True)
             runs.raise_for_outcome(runs.tail(target, member, _write_stdout, follow=True))
 
 

@@ -1,4 +1,4 @@
-"""Submitting work: one preset, a sweep of presets, or a resume of an earlier run.
+"""Submitting work: one preset, a sweep of presets, a grid of one preset, or a resume.
 
 Everything is validated on this side first (config, --set, run ids, secrets); only then does
 one runner call create the run dir(s) exclusively and launch them, so bad input changes nothing.
@@ -14,6 +14,7 @@ from typing import Any
 
 from ops.config.loader import LoadedConfig, ResolvedPreset, lookup_preset, resolve_preset
 from ops.config.models import SweepPreset
+from ops.config.overrides import Grid, grid_of
 from ops.errors import UsageError
 from ops.gitinfo import code_info
 from ops.hosts.base import call_runner
@@ -48,6 +49,13 @@ class Submitted:
                 "parent_run_id": self.parent_run_id, "host": self.host,
                 "tmux_session": self.tmux_session, "tmux_socket": self.tmux_socket,
                 "slurm_job_ids": self.slurm_job_ids}
+
+
+def member_note(done: Submitted, index: int) -> str | None:
+    """"member k of n: RUN_ID" for the ``index``-th run of a sweep (None for one run)."""
+    if done.sweep_id is None:
+        return None
+    return f"member {index + 1} of {len(done.run_ids)}: {done.run_ids[index]}"
 
 
 def _job_ids(answer: dict[str, Any]) -> list[str]:
@@ -111,8 +119,19 @@ def cache_env(loaded: LoadedConfig, target: Target) -> dict[str, str]:
 def submit(loaded: LoadedConfig, target: Target, preset: str, sets: Sequence[str] = (), *,
            run_id: str | None = None, environ: Mapping[str, str] | None = None,
            debug: bool = False, code: CodeChoice = CodeChoice()) -> Submitted:
-    """One run of a preset; a sweep preset goes to submit_sweep."""
-    if isinstance(lookup_preset(loaded.config, preset), SweepPreset):
+    """One run of a preset; a sweep preset goes to submit_sweep, a --set with several values
+    (a grid) to submit_grid."""
+    grid = grid_of(sets)
+    is_sweep = isinstance(lookup_preset(loaded.config, preset), SweepPreset)
+    if grid.axes:
+        if run_id or is_sweep:
+            raise UsageError("a --set with several values makes a grid of one preset's runs; "
+                             + ("--run-id names one run" if run_id else
+                                f"{preset!r} is a sweep already"),
+                             hint="drop --run-id" if run_id else "name one of its members")
+        return submit_grid(loaded, target, preset, grid, environ=environ, debug=debug,
+                           code=code)
+    if is_sweep:
         if run_id:
             raise UsageError("--run-id names one run; a sweep names its members itself")
         return submit_sweep(loaded, target, preset, sets, environ=environ, debug=debug,
@@ -160,6 +179,62 @@ def submit_sweep(loaded: LoadedConfig, target: Target, name: str, sets: Sequence
     return Submitted(answer["run_ids"], answer["run_dirs"], target.host.name,
                      answer["tmux_session"], answer["tmux_socket"], sweep_id=sweep_id,
                      slurm_job_ids=_job_ids(answer), parallel=answer.get("parallel") is True)
+
+
+def submit_grid(loaded: LoadedConfig, target: Target, preset: str, grid: Grid, *,
+                environ: Mapping[str, str] | None = None, debug: bool = False,
+                code: CodeChoice = CodeChoice()) -> Submitted:
+    """One run of ``preset`` per combination of the grid's axes, as a sweep (in order); the
+    sweep's record keeps the grid (secret values redacted). Every combination is checked
+    before anything is created."""
+    env = os.environ if environ is None else environ
+    combos = grid.combinations()
+    members = []
+    for combo in combos:
+        resolved = resolve_preset(loaded.config, preset, grid.member_sets(combo), debug=debug)
+        members.append((resolved, secret_values(loaded, resolved, env)))
+    code_block = code.resolve(loaded, target)
+    specs = [_spec(loaded, target, resolved, run_id, secrets=member_secrets, code=code_block)
+             for run_id, (resolved, member_secrets) in zip(_distinct_ids(preset, len(members)),
+                                                           members, strict=True)]
+    secret_texts = {v for _, member_secrets in members for v in member_secrets.values() if v}
+    record = grid_record(preset, grid, combos, [s["run_id"] for s in specs], secret_texts)
+    payload = json.dumps({
+        "sweep_id": _run_id(None, f"{preset}-grid"), "specs": specs, "grid": record,
+        "member_secrets": {spec["run_id"]: dict(member_secrets)
+                           for spec, (_, member_secrets) in zip(specs, members, strict=True)}})
+    answer = call_runner(target.host, ["submit-sweep", target.paths.outputs_root],
+                         input_text=payload)
+    return Submitted(answer["run_ids"], answer["run_dirs"], target.host.name,
+                     answer["tmux_session"], answer["tmux_socket"], sweep_id=answer["sweep_id"],
+                     slurm_job_ids=_job_ids(answer), parallel=answer.get("parallel") is True)
+
+
+def _distinct_ids(preset: str, count: int) -> list[str]:
+    """``count`` new run ids of ``preset``, no two alike (they share the second)."""
+    ids: list[str] = []
+    while len(ids) < count:
+        run_id = _run_id(None, preset)
+        if run_id not in ids:
+            ids.append(run_id)
+    return ids
+
+
+def grid_record(preset: str, grid: Grid, combos: Sequence[Mapping[str, str]],
+                run_ids: Sequence[str], secret_texts: set[str]) -> dict[str, Any]:
+    """What the sweep's record says about its grid: the preset, the plain --set values, each
+    axis and which run got which combination. A value that is a secret's value is redacted."""
+    def clean(value: str) -> str:
+        return "[redacted]" if any(s and s in value for s in secret_texts) else value
+
+    fixed = {}
+    for text in grid.fixed:
+        key, _, value = text.partition("=")
+        fixed[key.strip()] = clean(value)
+    return {"preset": preset, "fixed": fixed,
+            "axes": {k: [clean(v) for v in values] for k, values in grid.axes.items()},
+            "members": [{"run_id": run_id, "set": {k: clean(v) for k, v in combo.items()}}
+                        for run_id, combo in zip(run_ids, combos, strict=True)]}
 
 
 def resume(loaded: LoadedConfig, target: Target, parent_id: str, sets: Sequence[str] = (), *,
