@@ -8,13 +8,14 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from runner import contract
 from runner.reaper import signal_name
+from runner.run_warnings import best_rules, metric_warnings
 from runner.track import EventLog
 from runner.workload_command import render, resolve_cwd
 
@@ -208,6 +209,9 @@ class RunEnd:
     started_at: float
     seal: str | None
     probe: Any = None  # runner.service.HealthProbe of a service run
+    # lines each metrics_from_stdout pattern turned into metrics (the log pump's count, live);
+    # None when no pump ran (the workload never started)
+    metric_matches: Sequence[int] | None = None
 
     @property
     def out_dir(self) -> Path:
@@ -226,8 +230,12 @@ class RunEnd:
         for item in violations:
             self.events.emit("contract_violation", file=item["file"], kept_as=item["kept_as"])
         self._merge_workload_derived()
-        final, best = metrics_from_log(self.run_dir, _best_rules(self.spec))
+        final, best = metrics_from_log(self.run_dir, best_rules(self.spec))
         final.update(self._summary_from_numbers())
+        warnings = [] if launch_error is not None else \
+            metric_warnings(self.spec, self.metric_matches, best)
+        for item in warnings:
+            self.events.emit("warning", message=item["message"], code=item["code"])
         self.events.emit("run_end", status=status, exit_code=exit_code, signal=sig)
         doc = summary_doc(
             self.run_id, status=status, started=self.started_at, ended=ended,
@@ -235,7 +243,7 @@ class RunEnd:
             metrics_final=final, metrics_best=best,
             files=file_digests(self.run_dir, sorted(self.ledger.written)),
             contract_violations=violations, wandb=self._wandb_final(), seal=self.seal,
-            **self._kind_fields(ended))
+            warnings=warnings, **self._kind_fields(ended))
         write_summary(self.run_dir, doc)
         return exit_code if exit_code is not None else 128 + (-(returncode or 0) or 1)
 
@@ -347,12 +355,6 @@ def _digest(path: Path) -> str | None:
     with contextlib.suppress(OSError, contract.ContractError):
         return contract.sha256_file(path)
     return None
-
-
-def _best_rules(spec: Mapping[str, Any]) -> dict[str, str]:
-    rules = spec.get("metrics", {}).get("best", {})
-    return {str(k): v for k, v in rules.items() if v in ("min", "max")} \
-        if isinstance(rules, dict) else {}
 
 
 def write_summary(run_dir: Path, doc: Mapping[str, Any]) -> None:

@@ -79,6 +79,9 @@ class StdoutMetrics:
         self._flushed_at = 0.0
         self.records = 0
         self.records_dropped = 0
+        # lines each pattern turned into a record, in pattern order: a pattern still at zero
+        # when the run ends lost its metrics silently, and the summary says so
+        self.matches = [0] * len(self._patterns)
 
     def __bool__(self) -> bool:
         return bool(self._patterns)
@@ -133,8 +136,12 @@ class StdoutMetrics:
         if not found:
             return
         ts = contract.iso()
-        records = [r for _, _, groups in sorted(found, key=lambda item: item[:2])
-                   if (r := _record(groups, ts)) is not None]
+        records = []
+        for _, index, groups in sorted(found, key=lambda item: item[:2]):
+            record = _record(groups, ts)
+            if record is not None:
+                records.append(record)
+                self.matches[index] += 1
         self._batch += records
         if time.monotonic() - self._flushed_at >= FLUSH_SEC:
             self._append()

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from runner import contract, fields, seal
+from runner import contract, fields, run_warnings, seal
+from runner.logpump import compile_metric_pattern
 
 CHUNK_BYTES = 1 << 20
 SAME_RULE_LIMIT = 20  # findings kept per (file, rule); the rest are counted in one line
@@ -257,6 +258,39 @@ def check_file_digests(run: ParsedRun, out: Findings) -> None:
             out.fail(relative, "L3.file-digest", message)
 
 
+def check_metric_warnings(run: ParsedRun, out: Findings) -> None:
+    """Metrics that were silently lost: warnings, never violations. A summary that carries
+    ``warnings`` (the wrapper counted the matches) is taken at its word; an older one, or one
+    the runner wrote, gets the same checks derived from spec.json and metrics.jsonl."""
+    summary, spec = run.summary, run.docs.get(contract.SPEC)
+    if summary is None:
+        return
+    if "warnings" in summary:
+        found = run_warnings.read_warnings(summary.get("warnings"))
+    else:
+        found = _derived_metric_warnings(run, spec or {}, fields.obj(summary, "metrics_best"))
+    for item in found:
+        out.warn(contract.SUMMARY, f"L3.{item['code']}", item["message"])
+
+
+def _derived_metric_warnings(run: ParsedRun, spec: Mapping[str, Any],
+                             best: Mapping[str, Any]) -> list[dict[str, str]]:
+    lifted = {name for _, record in run.records.get(contract.METRICS, [])
+              if record.get("source") == "stdout"
+              for name in fields.obj(record, "metrics")}
+    found = []
+    for pattern in run_warnings.stdout_patterns(spec)[:run_warnings.WARNINGS_LIMIT]:
+        try:
+            names = set(compile_metric_pattern(pattern).groupindex) - {"step"}
+        except ValueError:
+            continue  # a pattern the runner cannot use failed the run at its start
+        if not names & lifted:
+            found.append(run_warnings.pattern_unmatched(pattern))
+    found += [run_warnings.best_missing(name, direction)
+              for name, direction in run_warnings.best_rules(spec).items() if name not in best]
+    return found[:run_warnings.WARNINGS_LIMIT]
+
+
 L3_CHECKS: tuple[Check, ...] = (
     check_run_ids,
     check_time_order,
@@ -266,6 +300,7 @@ L3_CHECKS: tuple[Check, ...] = (
     check_seal,
     check_contract_violations,
     check_file_digests,
+    check_metric_warnings,
 )
 
 

@@ -68,10 +68,12 @@ class Wrapper:
         self.started_at = time.time()
         self.service = svc.ServiceSpec.from_spec(self.spec)
         self.probe: svc.HealthProbe | None = None
+        self.metric_matches: list[int] | None = None  # per metrics_from_stdout pattern
 
     def end(self) -> RunEnd:
         return RunEnd(self.run_dir, self.run_id, self.spec, self.values, self.ledger,
-                      self.events, self.started_at, self.store.seal, probe=self.probe)
+                      self.events, self.started_at, self.store.seal, probe=self.probe,
+                      metric_matches=self.metric_matches)
 
     # -- start -----------------------------------------------------------------------------
     def run(self) -> int:
@@ -185,8 +187,10 @@ class Wrapper:
             raise RuntimeError("supervise called before the workload started")
         spec = self.spec
         patterns = [m["pattern"] for m in spec.get("metrics", {}).get("from_stdout", [])]
+        metrics = StdoutMetrics(patterns, self.run_dir / contract.METRICS)
+        self.metric_matches = metrics.matches
         pump = LogPump(self.proc.stdout.fileno(), self.run_dir / contract.STDOUT_LOG,
-                       self.redactor, StdoutMetrics(patterns, self.run_dir / contract.METRICS))
+                       self.redactor, metrics)
         pump_thread = threading.Thread(target=pump.run, name="ops-logpump", daemon=True)
         pump_thread.start()
         if self.service is not None:
