@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from runner import __version__, contract, preflight, report_data, status, verbs
+from runner import __version__, contract, housekeeping, preflight, report_data, status, verbs
 
 EXIT_BY_KIND = {"usage": 2, "not_found": 3, "conflict": 4, "failed": 1}
 
@@ -63,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=float, default=60.0)
     report_data.add_verb(sub)
     preflight.add_verb(sub)
+    housekeeping.add_verb(sub)
     return parser
 
 
@@ -123,6 +124,7 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "cancel": lambda a: verbs.cancel(_existing_run(a.run_dir), a.wait),
     "report-data": report_data.answer,
     "preflight": preflight.answer,
+    "housekeeping": housekeeping.answer,
 }
 
 
