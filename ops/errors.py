@@ -7,6 +7,7 @@ into output and exit codes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 
 class ExitCode:
@@ -82,3 +83,13 @@ class RunOutcome(OpsError):
         super().__init__(f"run ended with status {status}")
         self.status = status
         self.exit_code = STATUS_EXIT_CODES.get(status, ExitCode.FAILURE)
+
+
+def from_click(exc: Any) -> OpsError:
+    """click's own usage errors (no such option, missing argument, bad value) as an OpsError,
+    so they read like every other error: `error: ...` and a `hint:` naming the help."""
+    ctx = getattr(exc, "ctx", None)
+    command = getattr(ctx, "command_path", None) or "ops"
+    error = OpsError(exc.format_message(), hint=f"see `{command} --help`")
+    error.exit_code = int(getattr(exc, "exit_code", ExitCode.USAGE))
+    return error

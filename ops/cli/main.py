@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
 def _run(args: list[str]) -> None:
     import click
 
-    from ops.errors import ExitCode, OpsError
+    from ops.errors import ExitCode, OpsError, from_click
 
     try:
         code = get_cli().main(args=args, prog_name="ops", standalone_mode=False)
@@ -67,7 +67,7 @@ def _run(args: list[str]) -> None:
         click.echo("aborted", err=True)
         sys.exit(ExitCode.INTERRUPTED)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(from_click(exc).render(), err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
