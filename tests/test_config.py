@@ -444,8 +444,10 @@ def test_init_writes_a_valid_config_and_gitignores_the_overlay(tmp_path: Path) -
     assert set(result.created) == {repo / PROJECT, repo / ".gitignore"}
     doc = json.loads((repo / PROJECT).read_text())
     assert "$schema" not in doc
-    assert ProjectConfig.model_validate(doc).presets["smoke"].is_python()
-    assert (repo / ".gitignore").read_text() == "configs/ops/project.local.json\n.ops/\n"
+    smoke = ProjectConfig.model_validate(doc).presets["smoke"]
+    assert smoke.command[0] == "{python}"  # the runner's interpreter: `python` may not exist
+    assert (repo / ".gitignore").read_text() == \
+        "configs/ops/project.local.json\n.ops/\nruns/\nartifacts/\n"
 
 
 def test_init_links_the_schema_when_the_repo_has_it(tmp_path: Path) -> None:
@@ -471,10 +473,11 @@ def test_init_refuses_to_overwrite_and_touches_nothing(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("existing", "expected"),
     [
-        ("venv/", "venv/\nconfigs/ops/project.local.json\n.ops/\n"),
-        ("venv/\n", "venv/\nconfigs/ops/project.local.json\n.ops/\n"),
-        ("/configs/ops/project.local.json\n.ops/\n", "/configs/ops/project.local.json\n.ops/\n"),
-        ("", "configs/ops/project.local.json\n.ops/\n"),
+        ("venv/", "venv/\nconfigs/ops/project.local.json\n.ops/\nruns/\nartifacts/\n"),
+        ("venv/\n", "venv/\nconfigs/ops/project.local.json\n.ops/\nruns/\nartifacts/\n"),
+        ("/configs/ops/project.local.json\n.ops/\nruns/\n/artifacts/\n",
+         "/configs/ops/project.local.json\n.ops/\nruns/\n/artifacts/\n"),
+        ("", "configs/ops/project.local.json\n.ops/\nruns/\nartifacts/\n"),
     ],
     ids=["no-trailing-newline", "trailing-newline", "already-there-rooted", "empty"],
 )

@@ -43,7 +43,9 @@ def synth_cmd(out_dir: Path, n: int, size: int, seed: int, workers: int | None, 
               help="The network's stride product per axis; patches are multiples of it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON.")
 def profile_cmd(data_dir: Path, divisor: str, as_json: bool) -> None:
-    """Shapes, spacing, outliers, sizes and a safe patch, from NIfTI headers only."""
+    """Profile a NIfTI dataset from its headers only.
+
+    Shapes, spacing, outliers, sizes and a safe patch."""
     found = data.profile(data_dir, data.parse_divisor(divisor))
     if as_json:
         render.echo_json(found.to_json())

@@ -55,7 +55,7 @@ def pod_group() -> None:
 @click.option("--timeout", type=float, default="900", show_default=True,
               help="Seconds to wait for the pod to boot and answer SSH.")
 @click.option("--keep", is_flag=True, help="Keep a pod that fails to boot (default: destroy).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the pod record as JSON (ops.pod/1).")
 @click.pass_context
 def up_cmd(ctx: click.Context, name: str, provider: str, gpu: str, count: int,
            max_price: float | None, image: str, disk: int, ttl: str | None,
@@ -76,10 +76,13 @@ def up_cmd(ctx: click.Context, name: str, provider: str, gpu: str, count: int,
 
 
 @pod_group.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the pods as JSON (ops.pod_list/1).")
 @click.pass_context
 def list_cmd(ctx: click.Context, as_json: bool) -> None:
-    """Every pod this project knows: state, GPU, $/h, cost so far, age, TTL left."""
+    """Every pod this project knows, one line each.
+
+    State, GPU, $/h, cost so far, age and TTL left."""
     rows = inspect.list_rows(load(ctx))
     if as_json:
         render.echo_json({"schema": "ops.pod_list/1", "pods": rows})
@@ -114,10 +117,12 @@ def _age(value: object) -> str:
 
 @pod_group.command("status")
 @click.argument("name", default="pod")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 @click.pass_context
 def status_cmd(ctx: click.Context, name: str, as_json: bool) -> None:
-    """Reachable?, provider state, GPUs, disk at the outputs root, RAM, load, runs."""
+    """One pod's health: reachable, state, GPUs, disk, RAM, runs.
+
+    Reachability, provider state, GPUs, disk at the outputs root, RAM, load and runs."""
     doc = inspect.pod_status(load(ctx), name)
     if as_json:
         render.echo_json(doc)
@@ -140,10 +145,12 @@ def ssh_cmd(ctx: click.Context, name: str, command: tuple[str, ...]) -> None:
 @click.argument("name", default="pod")
 @click.option("--force", is_flag=True,
               help="Destroy even with live or unfetched runs, or when unreachable.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON.")
 @click.pass_context
 def rm_cmd(ctx: click.Context, name: str, force: bool, as_json: bool) -> None:
-    """Refuse while runs are live or unfetched; scrub credentials; destroy and confirm."""
+    """Destroy a pod once no run on it is live or unfetched.
+
+    Refuses while runs are live or unfetched; scrubs credentials; destroys and confirms."""
     done = lifecycle.pod_rm(load(ctx), name, force=force,
                             say=lambda line: click.echo(line, err=True))
     if as_json:
@@ -157,12 +164,14 @@ def rm_cmd(ctx: click.Context, name: str, force: bool, as_json: bool) -> None:
 
 @click.command("preflight")
 @click.option("--preset", "-p", default=None, help="Also check what this preset needs.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print every check as JSON.")
 @host_options
 @click.pass_context
 def preflight_command(ctx: click.Context, preset: str | None, as_json: bool, host: str | None,
                       accept_new: bool) -> None:
-    """Can the host run it? GPU, RAM, disk, swap, tools, packages, data, W&B: pass/warn/fail."""
+    """Check that the host can run a preset: pass, warn or fail.
+
+    GPU, RAM, disk, swap, tools, packages, data and W&B, each with a hint."""
     loaded = load(ctx)
     doc = preflight.run_preflight(loaded, target_for(ctx, loaded, host, accept_new), preset)
     if as_json:

@@ -27,7 +27,9 @@ def repo_group() -> None:
 @click.pass_context
 def sync_cmd(ctx: click.Context, host: str | None, accept_new: bool, ref: str,
              allow_dirty: bool, as_json: bool) -> None:
-    """Put one commit on the host as an immutable tree under <ops_home>/code/<sha>."""
+    """Put one commit on the host as an immutable tree.
+
+    The tree is <ops_home>/code/<sha>; only the commits the host lacks are sent."""
     loaded = load(ctx)
     target = target_for(ctx, loaded, host, accept_new, need_runner=False)
     done = sync_ref(file_host(target.host), loaded.repo_root, ref,

@@ -45,8 +45,10 @@ def report_command(ctx: click.Context, runs: tuple[str, ...], host: str | None,
                    since: str | None, group_by: str | None, reference: str | None,
                    metrics: tuple[str, ...], sort: str | None, top: int | None, fmt: str,
                    output: Path | None, no_cache: bool) -> None:
-    """Compare runs: the config keys that differ, final and best metrics with CIs, groups
-    with paired tests, and what went wrong."""
+    """Compare runs: differing config, metrics, CIs and problems.
+
+    The config keys that differ, final and best metrics with CIs, groups with paired tests,
+    and what went wrong."""
     loaded = load(ctx)
     selection = sources.Selection(runs, presets, statuses, sources.parse_since(since))
     options = build.ReportOptions(selection, group_by, reference, metrics, sort, top, fmt)

@@ -1,4 +1,8 @@
-"""`ops init`: write a starter configs/ops/project.json and gitignore the local overlay."""
+"""`ops init`: write a starter configs/ops/project.json and gitignore what is not to commit.
+
+Refused where a project file exists already (unless --force), including the root of the git
+repository the current directory is in: a second config in a subdirectory would shadow it.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +21,9 @@ from runner.contract import atomic_write_bytes, dumps
 SCHEMA_RELPATH = Path("schemas/project.schema.json")
 SCHEMA_REF = "../../schemas/project.schema.json"
 GITIGNORE_LINE = f"{PROJECT_RELPATH.parent.as_posix()}/{LOCAL_NAME}"
-# the local overlay, and .ops/ (pinned host keys, fetch records) stay out of git
-GITIGNORE_LINES = (GITIGNORE_LINE, ".ops/")
+# the local overlay, .ops/ (pinned host keys, fetch records), local run dirs (runs/) and
+# fetched copies (artifacts/) stay out of git
+GITIGNORE_LINES = (GITIGNORE_LINE, ".ops/", "runs/", "artifacts/")
 
 # A workload that runs anywhere: prints a few steps; `--set steps=10` changes how many.
 SMOKE_CODE = """\
@@ -54,7 +59,7 @@ def starter_config(name: str, with_schema: bool) -> dict[str, Any]:
         "smoke": {
             "kind": "command",
             "description": "prints a few steps: checks that launch, tail and fetch work",
-            "command": ["python", "-c", SMOKE_CODE],
+            "command": ["{python}", "-c", SMOKE_CODE],
             "overrides": {"steps": 3},
             "metrics_from_stdout": [{"pattern": r"step (?P<step>\d+) loss (?P<loss>[0-9.]+)"}],
             "best": {"loss": "min"},
@@ -67,6 +72,8 @@ def init_project(repo_root: Path, name: str | None = None, force: bool = False) 
     """Create configs/ops/project.json (refused when it exists, unless ``force``)."""
     project_name = _checked_name(name) if name is not None else sanitize_name(repo_root.name)
     target = repo_root / PROJECT_RELPATH
+    if not force:
+        _refuse_shadowing(repo_root)
     existed = os.path.lexists(target)
     if existed and not target.is_symlink() and not stat.S_ISREG(target.lstat().st_mode):
         read_config_bytes(target)  # says what it is (a directory, a FIFO, ...), exit 2
@@ -87,6 +94,29 @@ def init_project(repo_root: Path, name: str | None = None, force: bool = False) 
     elif "changed" in outcomes:
         changed.append(gitignore)
     return InitResult(project_name, target, tuple(created), tuple(changed))
+
+
+def git_root(start: Path) -> Path | None:
+    """The nearest directory at or above ``start`` holding `.git` (a dir, or a worktree's
+    file), or None outside a repository."""
+    for folder in (start, *start.parents):
+        if os.path.lexists(folder / ".git"):
+            return folder
+    return None
+
+
+def _refuse_shadowing(here: Path) -> None:
+    root = git_root(here.resolve())
+    if root is None or root == here.resolve():
+        return
+    existing = root / PROJECT_RELPATH
+    if os.path.lexists(existing):
+        raise ConflictError(
+            f"this repository already has a project file at its root: {existing}; nothing "
+            "was written",
+            hint=f"run ops from anywhere in the repository to use it (or `cd {root}`); "
+                 "--force writes a second, separate project here",
+        )
 
 
 def _checked_name(name: str) -> str:
