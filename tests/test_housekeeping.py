@@ -53,7 +53,8 @@ def _submit(yard: Yard, preset: str, run_id: str, *extra: str) -> None:
 @pytest.fixture(scope="module")
 def yard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Yard]:
     base = tmp_path_factory.mktemp("yard")
-    root, runs, outside = base / "repo", base / "runs", base / "outside"
+    root, outside = base / "repo", base / "outside"
+    runs = root / "runs" / "test-proj"  # host local's outputs root: <repo>/runs/<project>
     (root / "configs" / "ops").mkdir(parents=True)
     socket = f"ops-test-{secrets.token_hex(4)}"
     config = root / "configs" / "ops" / "project.json"
