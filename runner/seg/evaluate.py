@@ -134,8 +134,8 @@ class Evaluator:
         train = [index[n] for n in split.folds[fold].train]
         scorer = FoldTrainer(ctx, fold, train, val, global_step=0)
         try:
-            scorer.model.load_state_dict(state["model"])
-            scorer.model.eval()
+            scorer.net.load_state_dict(state["model"])
+            scorer.net.eval()
             epoch = int(state.get("epoch", -1))
             rows = [scorer._evaluate(item, epoch)  # training's own scoring
                     for item in val_loader(ctx.cache, val)]

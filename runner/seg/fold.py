@@ -7,6 +7,9 @@ logged to metrics.jsonl (the heartbeat reads its progress from there), then ever
 volumes with DSC, clDice, MASD and HD95 per volume, and finally ``fold{k}_ckpt_last.pt``.
 The rows of the best validation (by mean DSC) travel in the checkpoint, so a fold resumed
 after a crash reports exactly what an uninterrupted one would.
+
+With several ranks (``runner.seg.ddp``) the fold trains DDP on this rank's shard of the training
+volumes, validates its shard of the held-out ones and gathers the rows; rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ from monai.data.dataset import CacheDataset
 from monai.inferers.utils import sliding_window_inference
 
 from runner.seg import checkpoints as ckpt
-from runner.seg.compute import Plan
+from runner.seg.compute import GuardError, Plan
 from runner.seg.data import Item, VesselCrops, train_dataset, train_loader, val_loader
+from runner.seg.ddp import World, lr_factor
 from runner.seg.losses import build_loss
 from runner.seg.metrics import volume_metrics
 from runner.seg.model import build_model
@@ -59,6 +63,7 @@ class RunContext:
     checkpoints: Path
     cache: CacheDataset
     records: list[Item]
+    world: World = field(default_factory=World)
 
 
 @dataclass
@@ -98,20 +103,27 @@ class FoldTrainer:
                  global_step: int, resume: dict[str, Any] | None = None) -> None:
         self.ctx, self.fold = ctx, fold
         self.params, self.plan = ctx.params, ctx.plan
-        self.val_idx = val_idx
+        self.val_idx, self.world = val_idx, ctx.world
+        if len(train_idx) < self.world.size:
+            raise GuardError(f"fold {fold} has {len(train_idx)} training volumes for "
+                             f"{self.world.size} ranks; use fewer ranks or more data")
         self.device = torch.device(self.plan.device)
+        self.lr = self.params.lr * lr_factor(self.params.lr_scaling, self.world.size)
         torch.manual_seed(epoch_seed(self.params.seed, fold, -1))
-        self.model = build_model(self.plan.network).to(self.device)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.params.lr,
+        self.net = build_model(self.plan.network).to(self.device)
+        self.model = self.world.wrap(self.net, self.device)  # the net itself when alone
+        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=self.lr,
                                            weight_decay=self.params.weight_decay,
                                            fused=self.device.type == "cuda")
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.plan.amp == "fp16")
         self.loss_fn = build_loss(self.params.loss, self.params.topo_weight)
         self.crops = VesselCrops(self.plan.patch_size, self.plan.num_samples)
-        self.dataset = train_dataset(ctx.cache, train_idx, self.crops)
+        self.shard = self.world.shard(train_idx)  # every volume when alone
+        self.dataset = train_dataset(ctx.cache, self.shard, self.crops)
         self.volumes_per_step = max(1, self.plan.batch_size // self.plan.num_samples)
-        self.steps = self.params.steps_per_epoch or math.ceil(len(train_idx)
-                                                              / self.volumes_per_step)
+        # the same count on every rank: one pass over the largest shard
+        largest = math.ceil(len(train_idx) / self.world.size)
+        self.steps = self.params.steps_per_epoch or math.ceil(largest / self.volumes_per_step)
         self.global_step, self.start_epoch = global_step, 0
         self.best_dsc, self.best_epoch, self.best_rows = -1.0, -1, list[dict[str, Any]]()
         self.last_metrics: dict[str, float] = {}
@@ -121,7 +133,7 @@ class FoldTrainer:
     # -- state ---------------------------------------------------------------------------
     def _state(self, epochs_done: int) -> dict[str, Any]:
         return {"fold": self.fold, "epoch": epochs_done, "global_step": self.global_step,
-                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(), "rng": ckpt.rng_state(),
                 "best_dsc": self.best_dsc, "best_epoch": self.best_epoch,
                 "best_rows": self.best_rows, "last_metrics": self.last_metrics,
@@ -134,7 +146,7 @@ class FoldTrainer:
                                  f"{state.get('network')} differs from this run's "
                                  f"{self.plan.network.to_json()}; resume with the same "
                                  "patch_size and filters")
-        self.model.load_state_dict(state["model"])
+        self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         ckpt.restore_rng(state["rng"])
@@ -160,6 +172,8 @@ class FoldTrainer:
                 tracker.phase(f"fold{k}/val", fold=k, epoch=epoch)
                 epoch_metrics.update(self._validate(epoch))
             self._log(epoch_metrics)
+            if not self.world.main:
+                continue
             size = ckpt.save_atomic(self._state(epoch + 1), ckpt.last_path(self.ctx.checkpoints, k))
             tracker.event("checkpoint", fold=k, epoch=epoch, kind="last", bytes=size,
                           path=str(ckpt.last_path(self.ctx.checkpoints, k)))
@@ -179,7 +193,7 @@ class FoldTrainer:
         return last or (epoch + 1) % self.params.val_interval == 0
 
     def _set_lr(self, epoch: int) -> float:
-        lr = float(self.params.lr * (1 - epoch / self.params.max_epochs) ** POLY_EXPONENT)
+        lr = float(self.lr * (1 - epoch / self.params.max_epochs) ** POLY_EXPONENT)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr
@@ -192,7 +206,7 @@ class FoldTrainer:
     def _batches(self, epoch: int) -> Iterator[dict[str, Any]]:
         done, cycle = 0, 0
         while done < self.steps:
-            seed = epoch_seed(self.params.seed, self.fold, epoch, cycle)
+            seed = self.world.seed(epoch_seed(self.params.seed, self.fold, epoch, cycle))
             for batch in train_loader(self.dataset, self.volumes_per_step, seed):
                 yield batch
                 done += 1
@@ -222,7 +236,7 @@ class FoldTrainer:
         with self._autocast():
             logits = self.model(image)
         loss = self.loss_fn(logits, label)
-        value = float(loss.detach())
+        value = self.world.mean(loss)  # every rank sees the same value and stops together
         if not math.isfinite(value):
             raise NonFiniteLoss(
                 f"fold {self.fold} epoch {epoch} step {self.global_step + 1}: the "
@@ -238,19 +252,36 @@ class FoldTrainer:
     # -- validation ----------------------------------------------------------------------
     def _validate(self, epoch: int) -> dict[str, float]:
         self.model.eval()
-        rows = [self._evaluate(item, epoch) for item in val_loader(self.ctx.cache, self.val_idx)]
+        mine = self.world.shard(self.val_idx)
+        rows = self._in_order([self._evaluate(item, epoch)
+                               for item in val_loader(self.ctx.cache, mine)])
         means = {name: float(np.mean([r[name] for r in rows if r[name] is not None]))
                  for name in ("dsc", "cldice", "masd", "hd95")
                  if any(r[name] is not None for r in rows)}
         if means.get("dsc", 0.0) > self.best_dsc:
             self.best_dsc, self.best_epoch, self.best_rows = means.get("dsc", 0.0), epoch, rows
-            path = ckpt.best_path(self.ctx.checkpoints, self.fold)
-            size = ckpt.save_atomic({"fold": self.fold, "epoch": epoch, "dsc": self.best_dsc,
-                                     "model": self.model.state_dict(),
-                                     "network": self.plan.network.to_json()}, path)
-            self.ctx.tracker.event("checkpoint", fold=self.fold, epoch=epoch, kind="best",
-                                   bytes=size, path=str(path), dsc=self.best_dsc)
+            if self.world.main:
+                self._save_best(epoch)
         return {f"fold{self.fold}/val_{name}": value for name, value in means.items()}
+
+    def _in_order(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Every rank's rows, in the order of the fold's validation volumes (as one process
+        scores them): rank r scored positions r, r + world, ..."""
+        if not self.world.distributed:
+            return rows
+        shards = self.world.gather(rows)
+        ordered: list[dict[str, Any]] = []
+        for j in range(max(len(s) for s in shards)):
+            ordered += [s[j] for s in shards if j < len(s)]
+        return ordered
+
+    def _save_best(self, epoch: int) -> None:
+        path = ckpt.best_path(self.ctx.checkpoints, self.fold)
+        size = ckpt.save_atomic({"fold": self.fold, "epoch": epoch, "dsc": self.best_dsc,
+                                 "model": self.net.state_dict(),
+                                 "network": self.plan.network.to_json()}, path)
+        self.ctx.tracker.event("checkpoint", fold=self.fold, epoch=epoch, kind="best",
+                               bytes=size, path=str(path), dsc=self.best_dsc)
 
     def _evaluate(self, item: Item, epoch: int) -> dict[str, Any]:
         image = item["image"][None]
@@ -266,12 +297,12 @@ class FoldTrainer:
         return {"fold": self.fold, "name": item["name"], "epoch": epoch, **row}
 
     def _predict(self, window: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.model(window.to(self.device)).float()
+        out: torch.Tensor = self.net(window.to(self.device)).float()
         return out
 
     def close(self) -> None:
         """Free the fold's model and optimizer before the next fold starts."""
-        del self.model, self.optimizer, self.scaler, self.dataset
+        del self.model, self.net, self.optimizer, self.scaler, self.dataset
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

@@ -21,6 +21,7 @@ LOSSES = ("dice_ce", "dice_ce_cldice", "cbdice", "warp")
 AMP_MODES = ("auto", "bf16", "fp16", "none")
 DEVICES = ("auto", "cpu", "cuda")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
+LR_SCALINGS = ("linear", "sqrt", "none")  # of lr by the number of ranks (runner.seg.ddp)
 DEBUG_EPOCHS, DEBUG_FOLDS, DEBUG_VOLUMES = 1, 2, 6
 
 Patch = tuple[int, int, int]
@@ -180,6 +181,11 @@ class TrainParams:
     wandb: str = _knob("disabled", str, "W&B mode (auto: online with ~/.netrc credentials)",
                        WANDB_MODES)
     wandb_project: str = _knob("pod-ops", str, "W&B project name")
+    lr_scaling: str = _knob("linear", str, "with several ranks (distributed.nproc_per_node): lr "
+                            "times the number of ranks, its square root, or as given",
+                            LR_SCALINGS)
+    dist_timeout: float = _knob(600.0, positive_float, "seconds a rank waits in a collective "
+                                "for the others before the run fails (several ranks only)")
 
     def effective(self) -> TrainParams:
         """The params a run uses: debug caps epochs, folds and volumes."""

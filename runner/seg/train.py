@@ -19,6 +19,12 @@ epoch). On CUDA ``deterministic`` is off by default (cuDNN autotuning is much fa
 convolutions); turned on, it is ``warn_only``, as 3D pooling backward has no deterministic
 CUDA kernel, so GPU runs are close but not bit-identical.
 
+Several ranks (``distributed.nproc_per_node`` in the preset: torchrun on a pod, srun on
+SLURM): DistributedDataParallel with per-rank shards of each fold, rank 0 alone writing
+(``runner.seg.ddp``); derived.json says the world size, the per-rank and global batch, the
+learning-rate scaling and which volumes each rank trains on, and each ``fold{k}_done.json``
+records the shard every rank (by pid) trained on.
+
 Exit codes: 0 done, 2 a guard or a resume/splits mismatch refused the settings, 3 the loss
 became non-finite, 130 interrupted (SIGINT/SIGTERM; the last epoch's checkpoint is on disk).
 """
@@ -45,6 +51,7 @@ from runner.seg import checkpoints as ckpt
 from runner.seg import metrics, splits
 from runner.seg.compute import GuardError, Plan, detect_hardware, resolve
 from runner.seg.data import case_records, volume_cache
+from runner.seg.ddp import World, describe, plan_for_rank
 from runner.seg.fold import FoldResult, FoldTrainer, NonFiniteLoss, ResumeMismatch, RunContext
 from runner.seg.params import TrainParams, parse_params
 from runner.seg.profile import DatasetProfile, profile_dataset
@@ -77,8 +84,10 @@ class RunDirs:
 
 
 class Trainer:
-    def __init__(self, params: TrainParams, dirs: RunDirs, tracker: Tracker) -> None:
+    def __init__(self, params: TrainParams, dirs: RunDirs, tracker: Tracker,
+                 world: World | None = None) -> None:
         self.params, self.dirs, self.tracker = params, dirs, tracker
+        self.world = world or World()
         self.previous = Path(params.resume_from) if params.resume_from else None
         self.wandb = WandbRun()
 
@@ -86,21 +95,48 @@ class Trainer:
         self.tracker.phase("setup")
         profile = self._profile()
         self.params = self._pin_from_previous(self.params)
-        plan = resolve(self.params, profile, detect_hardware())
+        world = self.world
+        plan = plan_for_rank(resolve(self.params, profile, detect_hardware()), world,
+                             self.params.num_threads is not None)
         torch.set_num_threads(plan.num_threads)
-        split = self._splits(profile)
-        self._write_derived(plan, profile)
-        self.wandb = start(self.params.wandb, self.params.wandb_project,
-                           self.dirs.run_dir or self.dirs.out, self.params.to_json(),
-                           tracker=self.tracker, name=os.environ.get("OPS_RUN_ID"))
+        backend = world.start(plan.device, self.params.dist_timeout)
+        split = self._shared_splits(profile)
+        if world.main:
+            self._write_derived(plan, profile, self._distributed(plan, backend, split))
+            self.wandb = start(self.params.wandb, self.params.wandb_project,
+                               self.dirs.run_dir or self.dirs.out, self.params.to_json(),
+                               tracker=self.tracker, name=os.environ.get("OPS_RUN_ID"))
         records = case_records(profile)
         ctx = RunContext(self.params, plan, self.tracker, self.wandb, self.dirs.checkpoints,
-                         volume_cache(records, plan.cache_rate, plan.cache_device), records)
+                         volume_cache(records, plan.cache_rate, plan.cache_device), records,
+                         world)
         results = self._folds(ctx, split)
-        self._report(results)
+        if world.main:
+            self._report(results)
+        world.barrier()  # the others end once rank 0 has written the run's results
+        world.stop()
         self.wandb.finish(0)
         self.tracker.phase("done")
         return 0
+
+    def _shared_splits(self, profile: DatasetProfile) -> splits.Splits:
+        """splits.json, made (or taken from the resumed run) by rank 0, then read by all."""
+        split = self._splits(profile) if self.world.main else None
+        self.world.barrier()
+        if split is not None:
+            return split
+        return splits.load_or_create(self.dirs.out / splits.SPLITS_JSON,
+                                     [v.name for v in profile.volumes], self.params.folds,
+                                     self.params.seed)
+
+    def _distributed(self, plan: Plan, backend: str | None,
+                     split: splits.Splits) -> dict[str, Any] | None:
+        if not self.world.distributed:
+            return None
+        shards = {k: self.world.shards(split.folds[k].train) for k in self.params.fold_list()}
+        return describe(self.world, backend, batch_size=plan.batch_size, lr=self.params.lr,
+                        scaling=self.params.lr_scaling, timeout_s=self.params.dist_timeout,
+                        shards=shards)
 
     # -- setup ---------------------------------------------------------------------------
     def _profile(self) -> DatasetProfile:
@@ -144,13 +180,16 @@ class Trainer:
         names = [v.name for v in profile.volumes]
         return splits.load_or_create(target, names, self.params.folds, self.params.seed)
 
-    def _write_derived(self, plan: Plan, profile: DatasetProfile) -> None:
+    def _write_derived(self, plan: Plan, profile: DatasetProfile,
+                       distributed: dict[str, Any] | None = None) -> None:
         doc = {**plan.to_json(), "loss": self.params.loss, "folds": self.params.fold_list(),
                "k": self.params.folds, "max_epochs": self.params.max_epochs,
                "n_volumes": len(profile.volumes), "safe_patch": list(profile.safe_patch()),
                "median_spacing": profile.spacing_stats()["median"],
                "resumed_from": str(self.previous) if self.previous else None,
                "splits": str(self.dirs.out / splits.SPLITS_JSON)}
+        if distributed is not None:
+            doc["distributed"] = distributed
         contract.atomic_write_json(self.dirs.out / DERIVED_FILE, doc)
         self.tracker.event("derived", **doc)
         print(f"compute profile {plan.profile}: device {plan.device}, amp {plan.amp}, batch "
@@ -185,7 +224,7 @@ class Trainer:
             return None
         old = self.previous / contract.CHECKPOINTS_DIR
         done = ckpt.read_done(old, k)
-        if done is not None:
+        if done is not None and self.world.main:
             ckpt.adopt_fold(old, self.dirs.checkpoints, k)
         return done
 
@@ -196,21 +235,33 @@ class Trainer:
             old = ckpt.last_path(self.previous / contract.CHECKPOINTS_DIR, k)
             if old.is_file():
                 resume = ckpt.load(old)
-                ckpt.adopt_fold(self.previous / contract.CHECKPOINTS_DIR, ctx.checkpoints, k)
+                if self.world.main:
+                        ckpt.adopt_fold(self.previous / contract.CHECKPOINTS_DIR, ctx.checkpoints,
+                                    k)
         self.tracker.event("fold_start", fold=k, n_train=len(train), n_val=len(val),
                            resumed_from_epoch=int(resume["epoch"]) if resume else None)
         trainer = FoldTrainer(ctx, k, train, val, global_step=step, resume=resume)
         try:
             result = trainer.run()
+            shards = self._rank_shards(ctx, trainer.shard)
         finally:
             trainer.close()
-        ckpt.write_done(ctx.checkpoints, k, {
-            "epochs": self.params.max_epochs, "best_epoch": result.best_epoch,
-            "best_dsc": result.best_dsc, "global_step_end": result.global_step,
-            "last_metrics": result.last_metrics, "rows": result.rows})
+        if self.world.main:
+            ckpt.write_done(ctx.checkpoints, k, {
+                "epochs": self.params.max_epochs, "best_epoch": result.best_epoch,
+                "best_dsc": result.best_dsc, "global_step_end": result.global_step,
+                "last_metrics": result.last_metrics, "rows": result.rows, **shards})
         self.tracker.event("fold_end", fold=k, best_epoch=result.best_epoch,
                            best_dsc=result.best_dsc, resumed_from_epoch=result.resumed_from_epoch)
         return result
+
+    def _rank_shards(self, ctx: RunContext, shard: list[int]) -> dict[str, Any]:
+        """Which volumes each rank (by pid) trained on in this fold; nothing when alone."""
+        if not self.world.distributed:
+            return {}
+        mine = {"rank": self.world.rank, "pid": os.getpid(),
+                "volumes": [str(ctx.records[i]["name"]) for i in shard]}
+        return {"world_size": self.world.size, "ranks": self.world.gather(mine)}
 
     def _log_fold(self, result: FoldResult, step: int) -> None:
         agg = metrics.aggregate(result.rows, self.params.seed)
@@ -279,11 +330,12 @@ def _fail(tracker: Tracker, kind: str, exc: BaseException, code: int) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     params = parse_params(argv).effective()
     dirs = RunDirs.from_env()
-    tracker = Tracker(dirs.run_dir)
+    world = World.from_env()
+    tracker = Tracker(dirs.run_dir if world.main else None)  # rank 0 alone writes the run
     deterministic = configure_torch(params)
     tracker.event("reproducibility", seed=params.seed, deterministic=deterministic)
     previous = signal.signal(signal.SIGTERM, _interrupt)
-    trainer = Trainer(params, dirs, tracker)
+    trainer = Trainer(params, dirs, tracker, world)
     try:
         return trainer.run()
     except (GuardError, ResumeMismatch, splits.SplitsMismatch) as exc:
