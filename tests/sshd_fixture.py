@@ -273,10 +273,11 @@ def ssh_alias(sshd: Sshd, hermetic_home: Path) -> SshAlias:
 
 @pytest.fixture
 def ssh_host(ssh_alias: SshAlias, tmp_path: Path) -> Iterator[SSHHost]:
-    """An SSHHost on the alias, with the project's .ops/ under tmp_path; closed afterwards."""
+    """An SSHHost on the alias, with the project's .ops/ under tmp_path; closed afterwards.
+    paramiko only (no shared OpenSSH master): its tests drop and inspect that connection."""
     from ops.hosts.ssh import open_host
 
-    host = open_host(ssh_alias.name, repo_root=tmp_path, retry_for=5.0)
+    host = open_host(ssh_alias.name, repo_root=tmp_path, retry_for=5.0, multiplex=False)
     yield host
     host.close()
 

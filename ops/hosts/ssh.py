@@ -21,6 +21,8 @@ import secrets
 import select
 import shlex
 import socket
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -34,6 +36,7 @@ import paramiko
 from ops.errors import HostError, NotFoundError, OpsError
 from ops.hosts.base import ConnectionLostError, ExecResult, HostCommandError, error_reason
 from ops.hosts.known_hosts import KnownHosts
+from ops.hosts.mux import MasterLostError, Mux, strip_mux_noise, wait_exit
 from ops.hosts.ssh_config import HasAddress, SSHTarget, resolve_target
 
 # paramiko logs transport failures at ERROR; without a handler Python would print them
@@ -101,7 +104,7 @@ class SSHHost:
 
     def __init__(self, target: SSHTarget, known_hosts: KnownHosts, *,
                  connect: ConnectPolicy | None = None, python: str = "python3",
-                 name: str | None = None):
+                 name: str | None = None, multiplex: bool = True):
         self.target = target
         self.name = name or target.name
         self.known_hosts = known_hosts
@@ -114,12 +117,16 @@ class SSHHost:
         self._jump: SSHHost | None = None
         self._sftp: paramiko.SFTPClient | None = None
         self._home: str | None = None
+        # commands and streams go through a shared OpenSSH master when one can be had
+        self._mux = Mux.for_target(target, known_hosts) if multiplex else None
 
     # -- the Host protocol ------------------------------------------------------------------
 
     def exec(self, argv: Sequence[str], *, input_text: str | None = None, check: bool = True,
              timeout: float | None = None) -> ExecResult:
         """Run argv on the host; a non-zero exit raises HostCommandError unless check=False."""
+        if self._use_mux():
+            return self._mux_exec(argv, input_text, check, timeout)
         chan = self.open_exec_stream(argv)
         try:
             if input_text is not None:
@@ -139,6 +146,35 @@ class SSHHost:
             raise HostCommandError(result)
         return result
 
+    def _use_mux(self) -> bool:
+        """A live shared master (started now if needed); False for good, on this host
+        object, once one could not be started: paramiko then connects, retries and says why."""
+        if self._mux is None:
+            return False
+        if self._mux.ensure():
+            return True
+        self._mux = None
+        return False
+
+    def _mux_exec(self, argv: Sequence[str], input_text: str | None, check: bool,
+                  timeout: float | None) -> ExecResult:
+        assert self._mux is not None  # noqa: S101 - checked by _use_mux
+        data = input_text.encode() if input_text is not None else None
+        try:
+            done = self._mux.run(argv, data, timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise HostError(f"{argv[0]} on {self.name} took longer than its time limit") from exc
+        except MasterLostError as exc:
+            raise ConnectionLostError(
+                f"connection to {self.name} failed during a command: {exc}",
+                hint="run the command again; it reconnects") from exc
+        result = ExecResult(self.name, tuple(argv), done.exit_code,
+                            done.stdout.decode(errors="replace"),
+                            done.stderr.decode(errors="replace"))
+        if check and not result.ok:
+            raise HostCommandError(result)
+        return result
+
     def runner_argv(self) -> list[str]:
         """How to start the runner here; `ensure_runner` points it at the uploaded build."""
         return list(self.runner_command)
@@ -150,6 +186,9 @@ class SSHHost:
         return path
 
     def home(self) -> str:
+        if self._home is None and self._use_mux():
+            assert self._mux is not None  # noqa: S101 - checked by _use_mux
+            self._home = self._mux.home()
         if self._home is None:
             self._home = str(self.sftp().normalize("."))
         return self._home
@@ -190,6 +229,10 @@ class SSHHost:
         tar, say). Leaving the block normally waits for the exit: non-zero raises
         HostCommandError, a drop raises ConnectionLostError. An error inside the block just
         closes the channel, which stops the command."""
+        if self._use_mux():
+            with self._mux_stream(argv, input_bytes) as stdout:
+                yield stdout
+            return
         chan = self.open_exec_stream(argv, bulk=True)
         try:
             try:
@@ -211,6 +254,37 @@ class SSHHost:
         if code != 0:
             raise HostCommandError(ExecResult(self.name, tuple(argv), code, "",
                                               stderr.decode(errors="replace")))
+
+    @contextmanager
+    def _mux_stream(self, argv: Sequence[str], input_bytes: bytes) -> Iterator[BinaryIO]:
+        """stream() through the OpenSSH master: its stdout is the ssh client's pipe (OpenSSH's
+        C crypto and buffering, no Python in the byte path); stderr to a file, so that
+        neither pipe can stall the other."""
+        assert self._mux is not None  # noqa: S101 - checked by _use_mux
+        with tempfile.TemporaryFile() as errors:
+            proc = self._mux.popen(argv, errors)
+            assert proc.stdin is not None and proc.stdout is not None  # noqa: S101 - PIPEs
+            try:
+                with contextlib.suppress(BrokenPipeError):
+                    proc.stdin.write(input_bytes)
+                    proc.stdin.close()
+                yield proc.stdout  # type: ignore[misc]  # an IO[bytes] is a BinaryIO here
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
+            finally:
+                proc.stdout.close()
+            code = wait_exit(proc, _EOF_GRACE_S + 30)
+            errors.seek(0)
+            stderr = strip_mux_noise(errors.read()).decode(errors="replace")
+        assert self._mux is not None  # noqa: S101 - still set: nothing above clears it
+        if code == 255 and not self._mux.alive():
+            raise ConnectionLostError(f"connection to {self.name} failed during a command: "
+                                      f"{stderr.strip() or 'exit 255'}",
+                                      hint="run the command again; it reconnects")
+        if code != 0:
+            raise HostCommandError(ExecResult(self.name, tuple(argv), code, "", stderr))
 
     def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
         """Write a file over SFTP atomically (temp file, then rename), with `mode` set before
@@ -471,8 +545,10 @@ def _collect(chan: paramiko.Channel, deadline: float | None, what: str,
 
 def open_host(spec: str, *, repo_root: Path, hosts: Mapping[str, HasAddress] | None = None,
               accept_new: bool = False, python: str = "python3",
-              retry_for: float = ConnectPolicy.retry_for) -> SSHHost:
-    """An SSHHost for a host spec, trusting keys per the project's .ops/known_hosts policy."""
+              retry_for: float = ConnectPolicy.retry_for, multiplex: bool = True) -> SSHHost:
+    """An SSHHost for a host spec, trusting keys per the project's .ops/known_hosts policy;
+    `multiplex=False` keeps every byte on paramiko (no shared OpenSSH master)."""
     target = resolve_target(spec, hosts=hosts)
     return SSHHost(target, KnownHosts.for_repo(repo_root, accept_new=accept_new),
-                   connect=ConnectPolicy(retry_for=retry_for), python=python, name=spec)
+                   connect=ConnectPolicy(retry_for=retry_for), python=python, name=spec,
+                   multiplex=multiplex)

@@ -1,0 +1,290 @@
+"""A connection that outlives one `ops` process: OpenSSH's ControlMaster, paramiko the fallback.
+
+The first command on a host starts `ssh -M -N -f` (a master that stays up, idle for at most
+`OPS_SSH_MUX_IDLE` seconds, 300 by default) on a control socket in a private directory; later
+commands, in this process or the next, run `ssh -S SOCKET` through it: one exec costs a local
+socket hop plus the host's own work, with no key exchange and no Python crypto.
+
+Safety, point by point:
+- Host keys: the master is started with `StrictHostKeyChecking=yes` against a known_hosts file
+  written from exactly the keys the project's policy (ops.hosts.known_hosts, the paramiko path)
+  trusts for this host, with every `@revoked` key listed as revoked; the user's and the
+  system's files are not read (`-F /dev/null`, `GlobalKnownHostsFile=/dev/null`). A host whose
+  key is not on record gets no master: paramiko connects and applies trust-on-first-use or the
+  refusal, as before. The socket name hashes the known_hosts files' sizes and times, so a
+  changed record never reuses an older master.
+- Other users: the directory is 0700 and ours (checked with lstat, never followed through a
+  link), OpenSSH creates the socket 0600 and its master refuses a client of another uid.
+- Secrets: nothing but the host's address, port, user and key file paths is on a command line;
+  data goes on stdin.
+- Failures: a master that cannot be started (unknown key, auth, unreachable) leaves the command
+  to paramiko, with its retries and messages. A killed master leaves a stale socket: the client
+  then connects on its own (same options) and the stale socket is replaced on the next command.
+  A connection that drops during a command is reported as lost, never run a second time.
+- Not used through a jump host or a ProxyCommand (paramiko handles those), nor with
+  `OPS_SSH_MUX=0`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shlex
+import shutil
+import socket
+import stat
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ops.hosts.known_hosts import KnownHosts
+    from ops.hosts.ssh_config import SSHTarget
+
+MUX_ENV = "OPS_SSH_MUX"
+IDLE_ENV = "OPS_SSH_MUX_IDLE"
+DEFAULT_IDLE_S = 300
+KEEPALIVE_S = 15
+MAX_SOCKET_PATH = 100  # sockaddr_un holds 104-108 bytes; OpenSSH adds a temp suffix on bind
+_NAME_LEN = 24
+
+
+def enabled() -> bool:
+    return os.environ.get(MUX_ENV, "1") != "0" and shutil.which("ssh") is not None
+
+
+def idle_seconds() -> int:
+    try:
+        return max(1, int(os.environ.get(IDLE_ENV, DEFAULT_IDLE_S)))
+    except ValueError:
+        return DEFAULT_IDLE_S
+
+
+def private_dir(path: Path) -> bool:
+    """Make `path` a directory only we can enter (0700, ours, not a link); False if it is not
+    and cannot be made so (say, another user's)."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = path.lstat()
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            return False
+        if stat.S_IMODE(info.st_mode) != 0o700:
+            os.chmod(path, 0o700)
+    except OSError:
+        return False
+    return True
+
+
+def control_dir(repo_root: Path) -> Path | None:
+    """Where sockets live: $XDG_RUNTIME_DIR/ops-mux, else the project's .ops/mux, else
+    /tmp/ops-mux-UID, the first that is private and short enough for a socket path."""
+    candidates = [repo_root / ".ops" / "mux",
+                  Path(tempfile.gettempdir()) / f"ops-mux-{os.getuid()}"]
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        candidates.insert(0, Path(runtime) / "ops-mux")
+    for candidate in candidates:
+        if len(str(candidate)) + 1 + _NAME_LEN + 30 <= MAX_SOCKET_PATH and private_dir(candidate):
+            return candidate
+    return None
+
+
+def _file_stamp(path: Path) -> list[object]:
+    try:
+        info = path.stat()
+    except OSError:
+        return [str(path), None]
+    return [str(path), info.st_size, info.st_mtime_ns]
+
+
+@dataclass(frozen=True)
+class MuxCommandResult:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+
+class MasterLostError(Exception):
+    """The shared connection went away while a command ran on it."""
+
+
+class Mux:
+    """The OpenSSH master for one target under one host-key policy."""
+
+    def __init__(self, target: SSHTarget, known_hosts: KnownHosts, directory: Path):
+        self.target = target
+        self.known_hosts = known_hosts
+        user_files = known_hosts.user_files(target.user_known_hosts)
+        self.trust_sources = (*user_files, known_hosts.project_file)
+        key = json.dumps([target.hostname, target.port, target.user, target.identity_files,
+                          target.identities_only, target.connect_timeout,
+                          [_file_stamp(p) for p in self.trust_sources]])
+        name = hashlib.sha256(key.encode()).hexdigest()[:_NAME_LEN]
+        self.socket = directory / name
+        self.trust_file = directory / f"{name}.known_hosts"
+        self.home_file = directory / f"{name}.home"
+        self.lock_file = directory / f"{name}.lock"
+        self.last_error = ""
+
+    @classmethod
+    def for_target(cls, target: SSHTarget, known_hosts: KnownHosts) -> Mux | None:
+        if not enabled() or target.jump is not None or target.proxy_command:
+            return None
+        directory = control_dir(known_hosts.project_file.parent.parent)
+        return None if directory is None else cls(target, known_hosts, directory)
+
+    # -- argv -------------------------------------------------------------------------------
+
+    def _options(self) -> list[str]:
+        target = self.target
+        timeout = int(target.connect_timeout or 10)
+        opts = ["BatchMode=yes", "StrictHostKeyChecking=yes", "CheckHostIP=no",
+                f"UserKnownHostsFile={self.trust_file}", "GlobalKnownHostsFile=/dev/null",
+                "UpdateHostKeys=no", f"ConnectTimeout={timeout}",
+                f"ServerAliveInterval={KEEPALIVE_S}", "ServerAliveCountMax=3",
+                "ForwardAgent=no", "ForwardX11=no", "PermitLocalCommand=no", "LogLevel=ERROR"]
+        if target.identities_only:
+            opts.append("IdentitiesOnly=yes")
+        argv = ["-F", "/dev/null", "-T", "-S", str(self.socket)]
+        for opt in opts:
+            argv += ["-o", opt]
+        for key_file in target.identity_files:
+            if Path(key_file).is_file():
+                argv += ["-i", key_file]
+        return [*argv, "-p", str(target.port), "-l", target.user or os.environ.get("USER", ""),
+                "--", target.hostname]
+
+    def client_argv(self, argv: Sequence[str]) -> list[str]:
+        """ssh through the master (or, if it died, on its own with the same options)."""
+        opts = self._options()
+        return ["ssh", "-o", "ControlMaster=no", *opts, shlex.join(argv)]
+
+    # -- the master -------------------------------------------------------------------------
+
+    def alive(self) -> bool:
+        """A master listens on our socket (a connect succeeds; our dir is 0700)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1.0)
+            try:
+                sock.connect(str(self.socket))
+            except OSError:
+                return False
+        return True
+
+    def ensure(self) -> bool:
+        """A live master, started now if needed; False when none can be had (the caller
+        then connects with paramiko, which reports why or applies trust-on-first-use)."""
+        if self.alive():
+            return True
+        with self._locked():
+            if self.alive():  # another ops process started it while we waited
+                return True
+            return self._start()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        fd = os.open(self.lock_file, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _start(self) -> bool:
+        if not self._write_trust_file():
+            self.last_error = "no trusted host key on record"
+            return False
+        with contextlib.suppress(FileNotFoundError):
+            self.socket.unlink()  # a stale socket of a killed master
+        argv = ["ssh", "-M", "-N", "-f", "-o", f"ControlPersist={idle_seconds()}",
+                *self._options()]
+        limit = int(self.target.connect_timeout or 10) + 5
+        with tempfile.TemporaryFile() as errors:
+            try:
+                proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=errors, timeout=limit, check=False)
+            except subprocess.TimeoutExpired:
+                self.last_error = "the master did not start in time"
+                return False
+            errors.seek(0)
+            self.last_error = errors.read().decode(errors="replace").strip()[-500:]
+        self.home_file.unlink(missing_ok=True)
+        return proc.returncode == 0 and self.alive()
+
+    def _write_trust_file(self) -> bool:
+        """The keys the project's policy trusts for this host, and every revoked key."""
+        from ops.hosts.mux_trust import trusted_lines
+
+        lines = trusted_lines(self.trust_sources, self.target.host_key_name)
+        if not any(not line.startswith("@") for line in lines):
+            return False
+        tmp = self.trust_file.with_name(f".{self.trust_file.name}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("".join(f"{line}\n" for line in lines))
+        os.replace(tmp, self.trust_file)
+        return True
+
+    def stop(self) -> None:
+        """Ask the master to exit (tests, `ops pod rm`)."""
+        subprocess.run(["ssh", "-O", "exit", *self._options()], capture_output=True,
+                       check=False, timeout=10)
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def run(self, argv: Sequence[str], input_bytes: bytes | None,
+            timeout: float | None) -> MuxCommandResult:
+        """One command through the master; MasterLostError when the connection died under it
+        (ssh's own exit 255 and no master left)."""
+        proc = subprocess.run(self.client_argv(argv), input=input_bytes or b"",
+                              capture_output=True, timeout=timeout, check=False)
+        stderr = strip_mux_noise(proc.stderr)
+        if proc.returncode == 255 and not self.alive():
+            raise MasterLostError(stderr.decode(errors="replace").strip() or "exit 255")
+        return MuxCommandResult(proc.returncode, proc.stdout, stderr)
+
+    def popen(self, argv: Sequence[str], stderr: IO[bytes]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self.client_argv(argv), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=stderr)
+
+    def home(self, fetch: bool = True) -> str | None:
+        """The remote home, remembered beside the socket for as long as this master lives."""
+        with contextlib.suppress(OSError):
+            cached = self.home_file.read_text()
+            if cached.startswith("/"):
+                return cached
+        if not fetch:
+            return None
+        result = self.run(["sh", "-c", 'cd && pwd -P'], None, 30)
+        home = result.stdout.decode(errors="replace").strip()
+        if result.exit_code != 0 or not home.startswith("/"):
+            return None
+        tmp = self.home_file.with_name(f".{self.home_file.name}.{os.getpid()}")
+        tmp.write_text(home)
+        os.replace(tmp, self.home_file)
+        return home
+
+
+def strip_mux_noise(stderr: bytes) -> bytes:
+    """Drop ssh's note that the master was gone (it then connected on its own)."""
+    if b"Control socket connect" not in stderr and b"mux_client" not in stderr:
+        return stderr
+    kept = [line for line in stderr.splitlines(keepends=True)
+            if b"Control socket connect" not in line and b"mux_client" not in line]
+    return b"".join(kept)
+
+
+def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if proc.poll() is None:
+        proc.kill()
+    return proc.wait()

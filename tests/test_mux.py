@@ -1,0 +1,167 @@
+"""The shared OpenSSH master (ops.hosts.mux) against a real sshd on loopback: reuse across
+host objects, a private socket another uid cannot use, host keys exactly as the paramiko path
+trusts them, and a killed master or a dropped connection costing nothing but a reconnect."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from ops.hosts.base import ConnectionLostError
+from ops.hosts.known_hosts import HostKeyChangedError, HostKeyRevokedError, UnknownHostKeyError
+from ops.hosts.ssh import SSHHost, open_host
+
+from .sshd_fixture import SshAlias, Sshd, write_alias
+
+pytestmark = pytest.mark.skipif(shutil.which("ssh") is None, reason="no OpenSSH client")
+
+
+@pytest.fixture
+def connect(tmp_path: Path) -> Iterator[Callable[..., SSHHost]]:
+    """open_host with the shared master on; every master stopped afterwards."""
+    hosts: list[SSHHost] = []
+
+    def make(spec: str, *, accept_new: bool = False) -> SSHHost:
+        hosts.append(open_host(spec, repo_root=tmp_path / "repo", accept_new=accept_new,
+                               retry_for=2.0))
+        return hosts[-1]
+
+    yield make
+    for host in hosts:
+        if host._mux is not None:
+            host._mux.stop()
+        host.close()
+
+
+def logins(sshd: Sshd) -> int:
+    return sshd.log().count("Accepted publickey")
+
+
+def master_pid(host: SSHHost) -> int:
+    assert host._mux is not None
+    out = subprocess.run(["ssh", "-O", "check", *host._mux._options()], capture_output=True,
+                         text=True, check=False)
+    match = re.search(r"pid=(\d+)", out.stderr + out.stdout)
+    assert match, out.stderr
+    return int(match.group(1))
+
+
+def test_later_hosts_reuse_one_login(ssh_alias: SshAlias, sshd: Sshd,
+                                     connect: Callable[..., SSHHost]) -> None:
+    before = logins(sshd)
+    first = connect(ssh_alias.name)
+    assert first.exec(["echo", "one"]).stdout == "one\n"
+    second = connect(ssh_alias.name)  # another ops process would build exactly this
+    assert second.exec(["cat"], input_text="two").stdout == "two"
+    assert second.home() == first.home() == os.path.expanduser("~" + sshd.user)
+    assert first._client is None and second._client is None  # paramiko never connected
+    assert logins(sshd) - before == 1
+
+
+def test_stream_through_the_master(ssh_alias: SshAlias, connect: Callable[..., SSHHost]) -> None:
+    host = connect(ssh_alias.name)
+    with host.stream(["sh", "-c", "cat; head -c 3000000 /dev/zero"],
+                     input_bytes=b"[1, 2]") as out:
+        data = out.read()
+    assert (data[:6], len(data)) == (b"[1, 2]", 3_000_006)
+    assert host._mux is not None and host._mux.alive()
+
+
+def test_socket_is_private_and_refuses_another_uid(ssh_alias: SshAlias,
+                                                   connect: Callable[..., SSHHost]) -> None:
+    if os.getuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run a client as nobody")
+    host = connect(ssh_alias.name)
+    host.exec(["true"])
+    assert host._mux is not None
+    sock, directory = host._mux.socket, host._mux.socket.parent
+    assert stat.S_IMODE(sock.stat().st_mode) == 0o600 and stat.S_ISSOCK(sock.stat().st_mode)
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    check = ["ssh", "-F", "/dev/null", "-S", str(sock), "-O", "check", "x"]
+    assert subprocess.run(check, capture_output=True, check=False).returncode == 0  # ours: yes
+    as_nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *check]
+    refused = subprocess.run(as_nobody, capture_output=True, text=True, check=False)
+    assert refused.returncode != 0
+    # even with the directory and the socket opened up, the master refuses another uid
+    chain = [p for p in sock.parents if p != Path("/")]
+    modes = {p: stat.S_IMODE(p.stat().st_mode) for p in [sock, *chain]}
+    try:
+        for path, mode in modes.items():
+            os.chmod(path, 0o777 if path == sock else mode | 0o711)
+        refused = subprocess.run(as_nobody, capture_output=True, text=True, check=False)
+    finally:
+        for path, mode in modes.items():
+            os.chmod(path, mode)
+    assert refused.returncode != 0
+    assert "Master running" not in refused.stderr
+    assert "Permission denied" not in refused.stderr, refused.stderr  # the master said no
+    assert host.exec(["echo", "still"]).stdout == "still\n"
+
+
+def test_a_killed_master_falls_back_then_is_replaced(ssh_alias: SshAlias,
+                                                     connect: Callable[..., SSHHost]) -> None:
+    host = connect(ssh_alias.name)
+    host.exec(["true"])
+    old = master_pid(host)
+    os.kill(old, signal.SIGKILL)
+    result = host.exec(["echo", "after"])  # the stale socket: a fresh connection, no error
+    assert (result.stdout, result.stderr) == ("after\n", "")
+    again = connect(ssh_alias.name)
+    assert again.exec(["echo", "next"]).stdout == "next\n"
+    assert master_pid(again) != old
+
+
+def test_a_dropped_connection_reconnects(ssh_alias: SshAlias, sshd: Sshd,
+                                         connect: Callable[..., SSHHost]) -> None:
+    host = connect(ssh_alias.name)
+    host.exec(["true"])
+    threading.Timer(0.5, sshd.drop_connection).start()
+    with pytest.raises(ConnectionLostError):
+        host.exec(["sleep", "10"], timeout=8)
+    assert host.exec(["echo", "back"]).stdout == "back\n"
+    sshd.drop_connection()  # between commands: the next one just connects again
+    assert connect(ssh_alias.name).exec(["echo", "fresh"]).stdout == "fresh\n"
+
+
+def test_an_unknown_key_gets_no_master_until_trusted(sshd: Sshd, hermetic_home: Path,
+                                                     connect: Callable[..., SSHHost]) -> None:
+    alias = write_alias(sshd, hermetic_home, "untrusted-pod", trust=False)
+    with pytest.raises(UnknownHostKeyError):
+        connect(alias.name).exec(["true"])
+    tofu = connect(alias.name, accept_new=True)
+    assert tofu.exec(["echo", "ok"]).stdout == "ok\n"  # paramiko: trust on first use
+    assert tofu._client is not None
+    later = connect(alias.name)  # the key is on record now: a master may start
+    assert later.exec(["echo", "mux"]).stdout == "mux\n"
+    assert later._mux is not None and later._mux.alive() and later._client is None
+
+
+def test_a_revoked_key_is_refused_as_by_paramiko(ssh_alias: SshAlias,
+                                                 connect: Callable[..., SSHHost]) -> None:
+    key_type, key_b64 = ssh_alias.sshd.known_hosts_line().split()[1:3]
+    with ssh_alias.known_hosts.open("a") as fh:
+        fh.write(f"@revoked * {key_type} {key_b64}\n")
+    host = connect(ssh_alias.name)
+    with pytest.raises(HostKeyRevokedError):
+        host.exec(["true"])
+    assert host._mux is None  # no master was started
+
+
+def test_a_changed_key_is_refused_even_with_a_master_before(
+        sshd_factory: Callable[[], Sshd], hermetic_home: Path,
+        connect: Callable[..., SSHHost]) -> None:
+    server = sshd_factory()
+    alias = write_alias(server, hermetic_home, "rekeyed-pod")
+    assert connect(alias.name).exec(["true"]).ok
+    server.restart(new_host_key=True)
+    with pytest.raises(HostKeyChangedError):
+        connect(alias.name).exec(["true"])
