@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
@@ -30,7 +33,9 @@ def data_group() -> None:
 def synth_cmd(out_dir: Path, n: int, size: int, seed: int, workers: int | None, force: bool,
               as_json: bool) -> None:
     """Write synthetic two-photon-like vessel volumes and labels as NIfTI."""
-    report = data.synth(out_dir, n=n, size=size, seed=seed, overwrite=force, workers=workers)
+    with _volume_bar(n, enabled=not as_json) as bar:
+        report = data.synth(out_dir, n=n, size=size, seed=seed, overwrite=force,
+                            workers=workers, progress=bar)
     if as_json:
         render.echo_json(report.to_json())
     else:
@@ -51,3 +56,14 @@ def profile_cmd(data_dir: Path, divisor: str, as_json: bool) -> None:
         render.echo_json(found.to_json())
     else:
         click.echo(found.render_text())
+
+
+@contextlib.contextmanager
+def _volume_bar(total: int, *, enabled: bool) -> Iterator[Callable[[int], object]]:
+    """click's progress bar over the volumes, on stderr when it is a terminal; else silent."""
+    if not (enabled and sys.stderr.isatty()):
+        yield lambda _n: None
+        return
+    with click.progressbar(length=total, label="volumes", file=sys.stderr, show_pos=True,
+                           show_eta=True) as bar:
+        yield bar.update

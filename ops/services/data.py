@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,10 +35,12 @@ def _train_extra() -> Iterator[None]:
 
 
 def synth(out_dir: Path, *, n: int = 24, size: int = 256, seed: int = 0,
-          overwrite: bool = False, workers: int | None = None) -> SynthReport:
+          overwrite: bool = False, workers: int | None = None,
+          progress: Callable[[int], object] | None = None) -> SynthReport:
     """Write a synthetic vessel dataset (NIfTI + dataset.json) under ``out_dir``.
 
     ``workers`` None uses up to four of this machine's CPUs; the output is the same for any.
+    ``progress`` gets 1 per volume written.
     """
     with _train_extra():
         from runner.seg import synth as seg_synth
@@ -46,7 +48,8 @@ def synth(out_dir: Path, *, n: int = 24, size: int = 256, seed: int = 0,
         raise UsageError(f"not a directory: {out_dir}")
     try:
         return seg_synth.synthesize(out_dir, n=n, size=size, seed=seed, overwrite=overwrite,
-                                    workers=workers or _default_workers())
+                                    workers=workers or _default_workers(n, size),
+                                    progress=progress)
     except seg_synth.DatasetExists as exc:
         raise ConflictError(f"{out_dir} already holds files; nothing was written",
                             hint="choose an empty directory, or pass --force to replace "
@@ -55,8 +58,16 @@ def synth(out_dir: Path, *, n: int = 24, size: int = 256, seed: int = 0,
         raise UsageError(str(exc)) from exc
 
 
-def _default_workers() -> int:
-    """Up to four of the CPUs this process may use (affinity where the OS reports it)."""
+# below this many voxels per slice summed over volumes (8 volumes of 256 x 256), one process:
+# starting a worker (numpy, scipy, nibabel imported again) costs more than it saves
+SMALL_DATASET_PIXELS = 8 * 256 * 256
+
+
+def _default_workers(n: int, size: int) -> int:
+    """One process for a small dataset, else up to four of the CPUs this process may use
+    (affinity where the OS reports it)."""
+    if n * size * size < SMALL_DATASET_PIXELS:
+        return 1
     if hasattr(os, "sched_getaffinity"):  # Linux; macOS has only cpu_count
         return min(4, len(os.sched_getaffinity(0)))
     return min(4, os.cpu_count() or 1)

@@ -17,6 +17,7 @@ import functools
 import multiprocessing
 import shutil
 import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -130,10 +131,12 @@ def plan_cases(n: int, size: int, seed: int) -> list[CasePlan]:
 
 def synthesize(out_dir: Path, n: int = 24, size: int = 256, seed: int = 0, *,
                overwrite: bool = False, workers: int = 1,
-               optics: Optics = Optics()) -> SynthReport:
+               optics: Optics = Optics(),
+               progress: Callable[[int], object] | None = None) -> SynthReport:
     """Write ``n`` cases of ``size`` x ``size`` x Z and a dataset.json under ``out_dir``.
 
     ``workers`` > 1 makes cases in that many spawned processes; the bytes are the same.
+    ``progress`` is called with 1 as each case is written, in order.
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
@@ -143,11 +146,19 @@ def synthesize(out_dir: Path, n: int = 24, size: int = 256, seed: int = 0, *,
     if workers > 1 and n > 1:
         context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
         with ProcessPoolExecutor(min(workers, n), mp_context=context) as pool:
-            cases = tuple(pool.map(write, plans))
+            cases = tuple(_counted(pool.map(write, plans), progress))
     else:
-        cases = tuple(map(write, plans))
+        cases = tuple(_counted(map(write, plans), progress))
     contract.atomic_write_json(out_dir / DATASET_JSON, dataset_json(cases, seed, size))
     return SynthReport(out_dir, seed, size, cases, time.perf_counter() - started)
+
+
+def _counted(cases: Iterable[SynthCase],
+             progress: Callable[[int], object] | None) -> Iterator[SynthCase]:
+    for case in cases:
+        if progress is not None:
+            progress(1)
+        yield case
 
 
 def _prepare(out_dir: Path, overwrite: bool) -> None:
