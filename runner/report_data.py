@@ -148,7 +148,9 @@ def _record(run_dir: Path, info: dict[str, Any], want: Want, spec: dict[str, Any
     record["notes"] = [str(n) for n in _as_list(info.get("notes"))]
     failure = _as_dict(info.get("failure"))
     record["failure"] = ({"class": _str(failure.get("class")),
-                          "message": _str(failure.get("message"))} if failure else None)
+                          "message": _str(failure.get("message")),
+                          "traceback_tail": _str(failure.get("traceback_tail"))}
+                         if failure else None)
     if record["status"] == "invalid":
         record.update(config={}, metrics_final={}, metrics_best={}, best_rules={})
         return record

@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "init": "ops.cli.config_cmds:init_command",
     "config": "ops.cli.config_cmds:config_group",
     "run": "ops.cli.run_cmds:run_group",
+    "ps": "ops.cli.ps_cmd:ps_command",
     "validate": "ops.cli.validate_cmd:validate_command",
     "data": "ops.cli.data_cmds:data_group",
     "repo": "ops.cli.repo_cmds:repo_group",

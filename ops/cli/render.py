@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from runner import contract
+
 
 def echo_json(doc: Any) -> None:
     click.echo(json.dumps(doc, indent=2, sort_keys=False))
@@ -92,13 +94,74 @@ def _num(value: Any) -> str:
     return _cell(value)
 
 
-def runs_table(runs: Sequence[dict[str, Any]]) -> str:
+RUN_HEADERS = ["RUN", "STATUS", "PRESET", "STEP", "STARTED", "DURATION", "METRIC", "TMUX/JOB"]
+
+
+def run_rows(runs: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """One row of text cells per run, in the order given (the service orders them)."""
+    return [[_cell(r.get("run_id"), 130), _status_cell(r), _cell(r.get("preset")),
+             _cell(r.get("step")), local_time(r.get("started_at")),
+             duration(r.get("duration_s")), headline(r.get("headline")), _launcher_cell(r)]
+            for r in runs]
+
+
+def runs_table(runs: Sequence[dict[str, Any]], empty: str = "no runs") -> str:
+    """The run table as plain text (no colour)."""
     if not runs:
-        return "no runs"
-    rows = [[_cell(r.get("run_id"), 130), _status_cell(r), _cell(r.get("preset")),
-             _cell(r.get("step")), _cell(r.get("started_at") or r.get("created_at")),
-             _launcher_cell(r)] for r in runs]
-    return table(rows, ["RUN", "STATUS", "PRESET", "STEP", "STARTED", "TMUX/JOB"])
+        return empty
+    return table(run_rows(runs), RUN_HEADERS)
+
+
+def local_time(stamp: Any) -> str:
+    """A UTC timestamp from the host as this machine's local time, to the second."""
+    if not isinstance(stamp, str):
+        return "-"
+    try:
+        when = contract.parse_iso(stamp)
+    except (ValueError, OverflowError):
+        return _cell(stamp, 24)
+    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def duration(seconds: Any) -> str:
+    """Seconds as 8.5s, 2m05s, 1h02m or 3d04h; '-' when unknown."""
+    if type(seconds) not in (int, float) or not 0 <= seconds < 1e9:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d{hours:02d}h"
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def size(count: Any) -> str:
+    """Bytes as B, KiB, MiB, GiB or TiB with three significant figures; '-' when unknown."""
+    if type(count) is not int or count < 0:
+        return "-"
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.3g} {unit}"
+        value /= 1024
+    return f"{value:.3g} TiB"
+
+
+def number(value: Any) -> str:
+    """A metric value, short: 4 significant figures."""
+    if type(value) in (int, float):
+        return f"{value:.4g}"
+    return _cell(value)
+
+
+def headline(value: Any) -> str:
+    """The preset's headline metric, as `name value` (`name -` until it has a value)."""
+    if not isinstance(value, dict) or not isinstance(value.get("metric"), str):
+        return "-"
+    shown = number(value["value"]) if value.get("value") is not None else "-"
+    return f"{_cell(value['metric'], 24)} {shown}"
 
 
 def _status_cell(run: dict[str, Any]) -> str:
@@ -117,21 +180,61 @@ def _launcher_cell(run: dict[str, Any]) -> str:
 
 
 def run_detail(run: dict[str, Any]) -> str:
-    keys = ["run_id", "status", "reason", "preset", "kind", "run_dir", "created_at",
-            "started_at", "ended_at", "elapsed_s", "exit_code", "phase", "step",
-            "heartbeat_age_s", "rss_bytes", "gpu_memory_bytes", "tmux_session", "tmux_alive",
-            "slurm_job_id"]
-    lines = [f"{k:17} {_cell(run[k], DETAIL_LIMIT)}" for k in keys if run.get(k) is not None]
-    failure = run.get("failure")
-    if isinstance(failure, dict):
-        lines.append(f"{'failure':17} {_cell(failure.get('class'))}: "
-                     f"{_cell(failure.get('message'), DETAIL_LIMIT)}")
-    elif failure is not None:
-        lines.append(f"{'failure':17} {_cell(failure, DETAIL_LIMIT)}")
-    metrics = run.get("metrics_final")
-    for name, value in sorted((metrics if isinstance(metrics, dict) else {}).items()):
-        shown = f"{value:g}" if type(value) in (int, float) else _cell(value)
-        lines.append(f"  {_cell(name, 40):15} {shown}")
-    notes = run.get("notes")
-    lines += [f"note: {_cell(n, DETAIL_LIMIT)}" for n in (notes if isinstance(notes, list) else [])]
-    return "\n".join(lines)
+    """One run in detail, as plain text (ops.cli.render_run)."""
+    from ops.cli.render_run import detail_text
+
+    return detail_text(run)
+
+
+# -- colour on a terminal -----------------------------------------------------------------------
+
+STATUS_STYLES = {
+    "completed": "green", "running": "cyan", "serving": "cyan",
+    "failed": "red", "dead": "red", "invalid": "red", "aborted": "red", "timeout": "red",
+    "killed": "yellow", "stalled": "yellow", "unhealthy": "yellow",
+    "queued": "blue", "launching": "blue", "starting": "blue",
+}
+
+
+def console(*, err: bool = False) -> Any:
+    """A rich console on stdout (or stderr): colour only on a terminal, never with NO_COLOR
+    set (rich reads both); long lines are left to the terminal, never cut."""
+    from rich.console import Console
+
+    return Console(file=sys.stderr if err else sys.stdout, highlight=False, markup=False,
+                   emoji=False, soft_wrap=True)
+
+
+def status_style(status: str) -> str | None:
+    return STATUS_STYLES.get(status.split(" ", 1)[0])
+
+
+def styled_table(rows: Sequence[Sequence[str]], headers: Sequence[str],
+                 status_column: int = 1) -> Any:
+    """The same layout as ``table`` as rich Text: a bold header and each status coloured."""
+    from rich.text import Text
+
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=False)]
+    out = Text(no_wrap=True, overflow="ellipsis", end="")
+    for number_, row in enumerate([headers, *rows]):
+        line = Text(end="")
+        for column, (cell, width) in enumerate(zip(row, widths, strict=False)):
+            last = column == len(row) - 1
+            style = "bold" if number_ == 0 else \
+                status_style(cell) if column == status_column else None
+            line.append(cell, style=style)
+            if not last:
+                line.append(" " * (width - len(cell) + 2))
+        line.rstrip()
+        out.append_text(line)
+        if number_ < len(rows):
+            out.append("\n")
+    return out
+
+
+def show_runs(runs: Sequence[dict[str, Any]], empty: str) -> None:
+    """Print the run table, coloured on a terminal."""
+    if not runs:
+        click.echo(empty)
+        return
+    console().print(styled_table(run_rows(runs), RUN_HEADERS))

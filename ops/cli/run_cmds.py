@@ -1,4 +1,9 @@
-"""`ops run ...`: submit, list, status, tail, cancel, fetch, diff."""
+"""`ops run ...`: submit, list, status, tail, cancel, fetch, diff.
+
+`ops run list` is the history (every run, one line each, with filters); `ops run status` is
+the present (what is live now, or one run in detail); `ops ps` is the short form of the list.
+A RUN_ID may be a unique prefix, `@last` or `-1` (the newest run), `-2`, ...
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,16 @@ from pathlib import Path
 
 import click
 
-from ops.cli import render
+from ops.cli import housekeeping_cmds, render, render_run
 from ops.cli.context import host_options, load, target_for
+from ops.cli.ps_cmd import show_listing, table_options
+from ops.cli.run_args import RunIdCommand, complete_preset, complete_run_id, run_id_argument
 from ops.config.loader import LoadedConfig
-from ops.errors import UsageError
+from ops.errors import ExitCode, UsageError
 from ops.report import detail, diff
-from ops.services import dryrun, evaluation, fetch, forward, preflight, runs, submit
+from ops.services import dryrun, evaluation, fetch, forward, preflight, resolve, runs, submit
+
+JSON_HELP = "Print the result as JSON (its `schema` field names the format)."
 
 
 @click.group("run")
@@ -20,11 +29,16 @@ def run_group() -> None:
     """Submit runs and watch them."""
 
 
-@run_group.command("submit")
-@click.option("--preset", "-p", default=None, help="Preset name from project.json.")
+@run_group.command("submit", cls=RunIdCommand)
+@click.argument("preset_arg", metavar="[PRESET]", required=False,
+                shell_complete=complete_preset)
+@click.option("--preset", "-p", default=None, shell_complete=complete_preset,
+              help="Preset name from project.json (or give it as PRESET).")
 @click.option("--resume", "resume_id", default=None, metavar="RUN_ID",
+              shell_complete=complete_run_id,
               help="A new run that continues where RUN_ID stopped (its preset and overrides).")
 @click.option("--from", "from_id", default=None, metavar="RUN_ID",
+              shell_complete=complete_run_id,
               help="For an eval preset: the ended run whose checkpoint it scores.")
 @click.option("--debug", is_flag=True, help="Apply the preset's debug_overrides (a short run).")
 @click.option("--ref", default=None, metavar="REF",
@@ -36,19 +50,21 @@ def run_group() -> None:
               help="Override a preset value (typed against the preset); repeatable.")
 @click.option("--run-id", default=None, help="Run id (default: <preset>-<UTC time>-<4 hex>).")
 @click.option("--follow", "-f", is_flag=True, help="Tail the log; exit with the run's outcome.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.option("--skip-preflight", is_flag=True, help="Launch even when preflight fails.")
 @click.option("--dry-run", is_flag=True,
               help="Print the spec, argv, preflight and a duration/cost estimate; launch "
                    "nothing.")
 @host_options
 @click.pass_context
-def submit_cmd(ctx: click.Context, preset: str | None, resume_id: str | None,
+def submit_cmd(ctx: click.Context, preset_arg: str | None, preset: str | None,
+               resume_id: str | None,
                from_id: str | None, debug: bool, ref: str | None, allow_dirty: bool,
                sets: tuple[str, ...], run_id: str | None,
                follow: bool, as_json: bool, skip_preflight: bool, dry_run: bool,
                host: str | None, accept_new: bool) -> None:
-    """Create a run directory and launch a preset detached in tmux (a sweep: one run each)."""
+    """Create a run directory and launch PRESET detached in tmux (a sweep: one run each)."""
+    preset = _one_preset(preset_arg, preset)
     if (preset is None) == (resume_id is None):
         raise UsageError("give exactly one of --preset and --resume")
     if from_id and resume_id:
@@ -60,6 +76,8 @@ def submit_cmd(ctx: click.Context, preset: str | None, resume_id: str | None,
         return
     if not skip_preflight:
         preflight.require_pass(preflight.run_preflight(loaded, target, preset))
+    from_id = from_id and resolve.resolve(target, from_id)
+    resume_id = resume_id and resolve.resolve(target, resume_id)
     code = submit.CodeChoice(ref, allow_dirty)
     if from_id:
         done = evaluation.submit_from(loaded, target, str(preset), from_id, sets,
@@ -78,7 +96,23 @@ def submit_cmd(ctx: click.Context, preset: str | None, resume_id: str | None,
         for index, member in enumerate(done.run_ids):
             if note := submit.member_note(done, index):
                 click.echo(note, err=True)
-            runs.raise_for_outcome(runs.tail(target, member, _write_stdout, follow=True))
+            runs.raise_for_outcome(_follow(target, member))
+
+
+def _one_preset(positional: str | None, option: str | None) -> str | None:
+    if positional and option and positional != option:
+        raise UsageError(f"two presets given: {positional!r} and --preset {option!r}")
+    return positional or option
+
+
+def _follow(target: runs.Target, run_id: str, lines: int | None = None) -> str | None:
+    """Stream the log until the run ends; Ctrl-C stops following, never the run."""
+    try:
+        return runs.tail(target, run_id, _write_stdout, follow=True, lines=lines)
+    except KeyboardInterrupt:
+        click.echo(f"\nstopped following; the run goes on: `ops run tail {run_id} -f`",
+                   err=True)
+        raise click.exceptions.Exit(ExitCode.INTERRUPTED) from None
 
 
 def _dry_run(loaded: LoadedConfig, target: runs.Target, preset: str | None,
@@ -93,54 +127,65 @@ def _dry_run(loaded: LoadedConfig, target: runs.Target, preset: str | None,
 
 
 @run_group.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@table_options(None)
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the runs as JSON (ops.run_list/1), newest first, filtered.")
 @host_options
 @click.pass_context
-def list_cmd(ctx: click.Context, as_json: bool, host: str | None, accept_new: bool) -> None:
-    """Every run on the host, one line each."""
-    found = runs.list_runs(target_for(ctx, load(ctx), host, accept_new))
+def list_cmd(ctx: click.Context, statuses: tuple[str, ...], presets: tuple[str, ...],
+             since: str | None, limit: int | None, as_json: bool, host: str | None,
+             accept_new: bool) -> None:
+    """Every run on the host, newest first, one line each: the history (`ops ps` is the
+    short form)."""
+    found = resolve.listing(target_for(ctx, load(ctx), host, accept_new),
+                            resolve.TableFilter(statuses, presets, since, limit))
     if as_json:
-        render.echo_json({"schema": "ops.run_list/1", "runs": found})
+        render.echo_json({"schema": "ops.run_list/1", "runs": found.runs})
     else:
-        click.echo(render.runs_table(found))
+        show_listing(found)
 
 
-@run_group.command("status")
-@click.argument("run_id", required=False)
+@run_group.command("status", cls=RunIdCommand)
+@run_id_argument(required=False)
 @click.option("--fetched", is_flag=True,
               help="Read the fetched copy under artifacts/ instead of asking the host.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="Print ops.run_status/1: every run's record, or RUN_ID's in full.")
 @host_options
 @click.pass_context
 def status_cmd(ctx: click.Context, run_id: str | None, fetched: bool, as_json: bool,
                host: str | None, accept_new: bool) -> None:
-    """Status of every run (one round trip), or of RUN_ID in detail: heartbeat age and step,
-    the last lines of stdout, W&B, the host's GPUs now, metrics per fold."""
+    """What is live now (and a count of the ended runs), or RUN_ID in detail: status, times,
+    heartbeat, failure with its traceback, final and best metrics, the log's last lines."""
     loaded = load(ctx)
     if fetched:
-        if not run_id:
-            raise UsageError("--fetched needs a RUN_ID")
         root = loaded.repo_root / loaded.config.storage.artifacts_dir
-        found = [fetch.fetched_status(root, run_id)]
+        found = [fetch.fetched_status(root, resolve.resolve_local(
+            [root], _need(run_id, "--fetched needs a RUN_ID")))]
     else:
         target = target_for(ctx, loaded, host, accept_new)
-        found = [detail.status_detail(target, run_id)] if run_id else runs.list_runs(target)
+        found = [detail.status_detail(target, resolve.resolve(target, run_id))] if run_id \
+            else resolve.newest_first(runs.list_runs(target))
     if as_json:
         render.echo_json({"schema": "ops.run_status/1", "runs": found})
-    elif run_id and not fetched:
-        click.echo(detail.detail_text(found[0]))
     elif run_id:
-        click.echo(render.run_detail(found[0]))
+        render_run.show_detail(found[0])
     else:
-        click.echo(render.runs_table(found))
+        render_run.show_live(found, resolve.where(target))
 
 
-@run_group.command("diff")
-@click.argument("run_a")
-@click.argument("run_b")
+def _need(value: str | None, message: str) -> str:
+    if not value:
+        raise UsageError(message)
+    return value
+
+
+@run_group.command("diff", cls=RunIdCommand)
+@run_id_argument("run_a")
+@run_id_argument("run_b")
 @click.option("--section", "sections", multiple=True, type=click.Choice(diff.SECTIONS),
               help="Only these sections (repeatable; default: all).")
-@click.option("--json", "as_json", is_flag=True, help="Print the diff as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the diff as JSON (ops.run_diff/1).")
 @host_options
 @click.pass_context
 def diff_cmd(ctx: click.Context, run_a: str, run_b: str, sections: tuple[str, ...],
@@ -148,9 +193,17 @@ def diff_cmd(ctx: click.Context, run_a: str, run_b: str, sections: tuple[str, ..
     """What differs between two runs: config, command, code, env, data and metrics. A run is
     a run dir path, a fetched run id, or a run id on the host."""
     loaded = load(ctx)
-    a, b = detail.diff_records([run_a, run_b], loaded.repo_root /
-                               loaded.config.storage.artifacts_dir,
-                               lambda: target_for(ctx, loaded, host, accept_new))
+    artifacts = loaded.repo_root / loaded.config.storage.artifacts_dir
+    opened: list[runs.Target] = []
+
+    def open_host() -> runs.Target:
+        if not opened:
+            opened.append(target_for(ctx, loaded, host, accept_new))
+        return opened[0]
+
+    names = [n if resolve.names_a_copy(n, artifacts) else resolve.resolve(open_host(), n)
+             for n in (run_a, run_b)]
+    a, b = detail.diff_records(names, artifacts, open_host)
     doc = diff.diff_runs(a, b, repo=loaded.repo_root, sections=sections or diff.SECTIONS)
     if as_json:
         render.echo_json(doc)
@@ -158,8 +211,8 @@ def diff_cmd(ctx: click.Context, run_a: str, run_b: str, sections: tuple[str, ..
         click.echo(diff.diff_text(doc))
 
 
-@run_group.command("tail")
-@click.argument("run_id")
+@run_group.command("tail", cls=RunIdCommand)
+@run_id_argument()
 @click.option("--follow", "-f", is_flag=True, help="Keep printing; exit with the run's outcome.")
 @click.option("-n", "--lines", type=click.IntRange(min=0), default=None,
               help="Start with the last LINES lines.")
@@ -169,32 +222,38 @@ def tail_cmd(ctx: click.Context, run_id: str, follow: bool, lines: int | None,
              host: str | None, accept_new: bool) -> None:
     """Print RUN_ID's stdout.log."""
     target = target_for(ctx, load(ctx), host, accept_new)
-    final = runs.tail(target, run_id, _write_stdout, follow=follow, lines=lines)
+    run_id = resolve.resolve(target, run_id)
     if follow:
-        runs.raise_for_outcome(final)
+        runs.raise_for_outcome(_follow(target, run_id, lines))
+    else:
+        runs.tail(target, run_id, _write_stdout, lines=lines)
 
 
-@run_group.command("cancel")
-@click.argument("run_id")
-@click.option("--json", "as_json", is_flag=True)
+@run_group.command("cancel", cls=RunIdCommand)
+@run_id_argument()
+@click.option("--json", "as_json", is_flag=True,
+              help="Print ops.run_cancel/1: the run's status record and `cancelled`.")
 @host_options
 @click.pass_context
 def cancel_cmd(ctx: click.Context, run_id: str, as_json: bool, host: str | None,
                accept_new: bool) -> None:
     """Stop RUN_ID: SIGINT, then SIGTERM, then SIGKILL after the preset's grace period."""
-    result = runs.cancel(target_for(ctx, load(ctx), host, accept_new), run_id)
+    target = target_for(ctx, load(ctx), host, accept_new)
+    run_id = resolve.resolve(target, run_id)
+    result = runs.cancel(target, run_id)
     if as_json:
         render.echo_json({**result, "schema": "ops.run_cancel/1"})
     else:
         click.echo(result.get("message") or f"{run_id}: {result.get('status')}")
 
 
-@run_group.command("fetch")
-@click.argument("run_id")
+@run_group.command("fetch", cls=RunIdCommand)
+@run_id_argument()
 @click.option("--to", "dest", type=click.Path(path_type=Path), default=None,
               help="Directory to fetch into (default: storage.artifacts_dir).")
 @click.option("--with-checkpoints", is_flag=True, help="Also fetch checkpoints/.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="Print ops.run_fetch/1: the files and bytes fetched, the remote status.")
 @host_options
 @click.pass_context
 def fetch_cmd(ctx: click.Context, run_id: str, dest: Path | None, with_checkpoints: bool,
@@ -202,8 +261,9 @@ def fetch_cmd(ctx: click.Context, run_id: str, dest: Path | None, with_checkpoin
     """Copy RUN_ID's run dir here: only new or changed files, resumable after a drop."""
     loaded = load(ctx)
     root = dest or loaded.repo_root / loaded.config.storage.artifacts_dir
+    target = target_for(ctx, loaded, host, accept_new)
     with render.ProgressBar(enabled=not as_json) as bar:
-        result = fetch.fetch(target_for(ctx, loaded, host, accept_new), run_id, root,
+        result = fetch.fetch(target, resolve.resolve(target, run_id), root,
                              with_checkpoints=with_checkpoints, progress=bar.start)
     if as_json:
         render.echo_json(result.to_json())
@@ -211,8 +271,8 @@ def fetch_cmd(ctx: click.Context, run_id: str, dest: Path | None, with_checkpoin
         click.echo(render.fetched(result))
 
 
-@run_group.command("open")
-@click.argument("run_id")
+@run_group.command("open", cls=RunIdCommand)
+@run_id_argument()
 @click.option("--local-port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="Port to listen on here (0: any free port).")
 @host_options
@@ -222,9 +282,13 @@ def open_cmd(ctx: click.Context, run_id: str, local_port: int, host: str | None,
     """Reach a service run's port: print its URL (local host) or forward it here over SSH
     until Ctrl-C."""
     target = target_for(ctx, load(ctx), host, accept_new)
-    forward.open_service(target, run_id, local_port, click.echo)
+    forward.open_service(target, resolve.resolve(target, run_id), local_port, click.echo)
 
 
 def _write_stdout(data: bytes) -> None:
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
+
+
+run_group.add_command(housekeeping_cmds.rm_cmd)
+run_group.add_command(housekeeping_cmds.gc_cmd)
