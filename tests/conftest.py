@@ -87,11 +87,18 @@ def _preset(command: list[str], **extra: Any) -> dict[str, Any]:
     return {"kind": "command", "command": command, "limits": {"grace_sec": 1}, **extra}
 
 
+PROJECT_NAME = "test-proj"
+
+
 def base_config(runs: Path, socket: str) -> dict[str, Any]:
+    """The test project; ``runs`` is host `local`'s outputs root, which is always
+    ``<local_outputs_dir>/<project name>``."""
+    if runs.name != PROJECT_NAME:
+        raise ValueError(f"a local outputs root ends in the project's name: {runs}")
     toy = str(REPO / "examples" / "toy_train.py")
     data = str(REPO / "examples" / "data")
     return {
-        "project": {"name": "test-proj", "remote_outputs_dir": str(runs)},
+        "project": {"name": PROJECT_NAME, "local_outputs_dir": str(runs.parent)},
         "tmux": {"socket": socket, "watch_interval_sec": 0.3, "stall_after_intervals": 3},
         "presets": {
             "toy": _preset(["{python}", toy, "--data={data_dir}/points.csv"],
@@ -142,7 +149,7 @@ def project(tmp_path: Path) -> Iterator[Project]:
         pytest.skip("tmux is not installed (CI installs it)")
     root = tmp_path / "repo"
     (root / "configs" / "ops").mkdir(parents=True)
-    runs = tmp_path / "runs"
+    runs = root / "runs" / PROJECT_NAME  # the default: <repo>/runs/<name>
     socket = f"ops-test-{secrets.token_hex(4)}"
     proj = Project(root, runs, socket, root / "configs" / "ops" / "project.json")
     proj.write_config(base_config(runs, socket))

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from ops.config.loader import load_config
+from ops.services.outputs_root import ensure_local_outputs_root
+
 from .conftest import Project
 
 
@@ -43,6 +46,9 @@ CASES = [
 
 @pytest.mark.parametrize(("args", "code", "message"), CASES)
 def test_bad_input(project: Project, args: list[str], code: int, message: str) -> None:
+    # the (empty) local outputs root is there before any command: what is checked is that
+    # bad input adds nothing to it or to the checkout
+    ensure_local_outputs_root(load_config(project.config_path))
     before = _snapshot(project.runs, project.root)
     result = project.ops(*args)
     assert result.exit_code == code, (result.stdout, result.stderr)

@@ -80,7 +80,7 @@ def project(tmp_path: Path) -> Path:
     root = tmp_path / "repo"
     (root / "configs" / "ops").mkdir(parents=True)
     preset = {"kind": "command", "command": ["true"]}
-    doc = {"project": {"name": "codes", "remote_outputs_dir": str(tmp_path / "runs")},
+    doc = {"project": {"name": "codes", "local_outputs_dir": str(tmp_path / "runs")},
            "presets": {"alpha": preset, "beta": preset}}
     (root / "configs" / "ops" / "project.json").write_text(json.dumps(doc))
     incomplete = tmp_path / "incomplete"
@@ -124,7 +124,7 @@ def test_ops_exit_code(project: Path, args: list[str], code: int, message: str) 
     assert result.returncode == code, (result.stdout, result.stderr)
     assert message.lower() in (result.stdout + result.stderr).lower(), result
     assert "Traceback" not in result.stderr
-    runs = project.parent / "runs"
+    runs = project.parent / "runs" / "codes"  # <local_outputs_dir>/<name>
     assert not runs.exists() or not any(runs.iterdir()), "a failed command created a run dir"
 
 

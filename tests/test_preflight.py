@@ -49,7 +49,7 @@ def tiny_disk(tmp_path: Path) -> Any:
 
 
 def test_a_nearly_full_disk_fails_with_a_hint(project: Project, tiny_disk: Path) -> None:
-    doc = base_config(tiny_disk / "runs", project.socket)
+    doc = base_config(tiny_disk / "runs" / project.runs.name, project.socket)
     project.write_config(doc)
     result = project.ops("preflight", "--json")
     assert result.exit_code == 6

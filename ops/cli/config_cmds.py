@@ -11,6 +11,7 @@ import click
 from ops.config.loader import LoadedConfig, display_path, load_config
 from ops.config.models import SweepPreset
 from ops.config.scaffold import InitResult, init_project
+from ops.services.outputs_root import OutputsRoot, all_outputs_roots, earlier_runs_note
 
 SHOW_SCHEMA = "ops.config_show/1"
 
@@ -62,6 +63,8 @@ def show_document(loaded: LoadedConfig) -> dict[str, Any]:
             {"path": path, "value": value, "source": source}
             for path, value, source in loaded.provenance()
         ],
+        "outputs_roots": [root.to_json() for root in all_outputs_roots(loaded)],
+        "notes": [note] if (note := earlier_runs_note(loaded)) else [],
     }
 
 
@@ -75,6 +78,7 @@ def render_show_text(loaded: LoadedConfig) -> str:
     lines += [
         f"{path} = {json.dumps(value)}  [{source}]" for path, value, source in loaded.provenance()
     ]
+    lines += outputs_lines(all_outputs_roots(loaded), earlier_runs_note(loaded))
     for name, preset in sorted(loaded.config.presets.items()):
         if isinstance(preset, SweepPreset):
             lines.append(f"# preset {name}: sweep of {', '.join(preset.members)}, in order")
@@ -83,6 +87,15 @@ def render_show_text(loaded: LoadedConfig) -> str:
             f"# preset {name}: overrides as {preset.override_format!r}: {preset.override_form()}"
         )
     return "\n".join(lines)
+
+
+def outputs_lines(roots: list[OutputsRoot], note: str | None) -> list[str]:
+    """Where each host keeps its run directories, and the setting that decided it."""
+    width = max(len(root.host) for root in roots)
+    lines = ["# outputs roots (where run directories live):"]
+    lines += [f"#   {root.host:{width}}  {root.path}  [{root.setting}: {root.source}]"
+              for root in roots]
+    return lines + ([f"# {note}"] if note else [])
 
 
 def render_validate(loaded: LoadedConfig) -> str:

@@ -84,11 +84,13 @@ class _Closed(BaseModel):
 
 class ProjectSection(_Closed):
     name: Name
-    """Project name: part of the default remote outputs dir and of W&B defaults."""
+    """Project name: part of every outputs root and of W&B defaults."""
     remote_outputs_dir: str | None = None
-    """Root of run directories on a remote host; default /mnt/runs/<name>."""
-    local_outputs_dir: str = "runs"
-    """Root for runs on host `local`, relative to the repo root (<root>/<dir>/<name>)."""
+    """Root of run directories on a remote host that sets no outputs_dir of its own; default
+    /mnt/runs/<name>. Never used for host `local`."""
+    local_outputs_dir: str = Field("runs", min_length=1)
+    """Where host `local` keeps run directories: <repo>/<this>/<name>, whoever runs ops (an
+    absolute path replaces <repo>/<this>)."""
     default_host: str | None = None
     """Host used when a command gets no --host; none means `local`."""
     ops_home: str = "~/.pod-ops"
@@ -193,7 +195,7 @@ class HostConfig(_Closed):
     address: str = Field(min_length=1)
     """ssh alias from ~/.ssh/config, or user@host[:port]."""
     outputs_dir: str | None = None
-    """Outputs root on this host; default project.remote_outputs_dir."""
+    """Outputs root on this host; default project.remote_outputs_dir, else /mnt/runs/<name>."""
     ops_home: str | None = None
     """ops home on this host; default project.ops_home."""
     python: str = "python3"

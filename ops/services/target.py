@@ -3,7 +3,8 @@
 A name is, in this order: `local` (this machine); a host from project.json `hosts`; a pod
 from `.ops/pods.json` (reached with its own known_hosts file, trusted on first use by
 `ops pod up`); else an ~/.ssh/config alias or `user@host[:port]`. `ops/hosts/` only moves
-bytes; this module decides which host, which paths and which host keys.
+bytes; this module decides which host, which paths and which host keys; which outputs root
+each host has is ops.services.outputs_root's rule.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from ops.config.models import HostConfig
 from ops.errors import UsageError
 from ops.hosts.base import Host
 from ops.hosts.local import LocalHost
+from ops.services.outputs_root import earlier_runs_note, ensure_local_outputs_root, remote_default
 from ops.services.runs import Target
-from ops.services.spec import HostPaths, local_outputs_root
+from ops.services.spec import HostPaths
 from runner import contract
 
 if TYPE_CHECKING:
@@ -72,17 +74,23 @@ def open_target(loaded: LoadedConfig, host: str | None = None, *,
     where = resolve(loaded, host)
     if where.kind == "local":
         home = os.path.expanduser(loaded.config.project.ops_home)
-        return Target(LocalHost(), HostPaths(str(local_outputs_root(loaded)), home))
+        return Target(LocalHost(), HostPaths(str(ensure_local_outputs_root(loaded)), home))
     ssh = _open_ssh(loaded, where, accept_new)
     try:
         ops_home = ssh.expand(where.ops_home or loaded.config.project.ops_home)
-        outputs = ssh.expand(where.outputs_dir or loaded.config.project.outputs_dir())
+        outputs = ssh.expand(where.outputs_dir or remote_default(loaded))
         if need_runner:
             ready_runner(loaded, ssh, where.name, ops_home, where.python)
     except BaseException:
         ssh.close()
         raise
     return Target(ssh, HostPaths(outputs, ops_home))
+
+
+def outputs_note(loaded: LoadedConfig, target: Target) -> str | None:
+    """A line for the user about where the target's runs are: on host `local`, where earlier
+    runs of this project went under the old rule, when that place holds some; else None."""
+    return earlier_runs_note(loaded) if isinstance(target.host, LocalHost) else None
 
 
 def _open_ssh(loaded: LoadedConfig, where: Resolved, accept_new: bool) -> SSHHost:
