@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ops.config.loader import LoadedConfig, ResolvedPreset
@@ -21,21 +19,6 @@ class HostPaths:
 
     outputs_root: str
     ops_home: str
-
-
-def local_outputs_root(loaded: LoadedConfig) -> Path:
-    """project.remote_outputs_dir when it can be created and written, else <repo>/runs/<name>."""
-    project = loaded.config.project
-    preferred = Path(os.path.expanduser(project.outputs_dir()))
-    try:
-        preferred.mkdir(parents=True, exist_ok=True)
-        if os.access(preferred, os.W_OK | os.X_OK):
-            return preferred
-    except OSError:
-        pass
-    fallback = loaded.repo_root / project.local_outputs_dir / project.name
-    fallback.mkdir(parents=True, exist_ok=True)
-    return fallback
 
 
 def secret_values(loaded: LoadedConfig, resolved: ResolvedPreset,
