@@ -25,6 +25,7 @@ from typing import Any
 import psutil
 
 from runner import contract
+from runner import workload_command as wc
 from runner.envpolicy import scrubbed_env
 
 SCRIPT = "slurm.sh"
@@ -84,6 +85,15 @@ def is_slurm(spec: dict[str, Any] | None) -> bool:
 def block(spec: dict[str, Any]) -> dict[str, Any]:
     value = spec.get("slurm")
     return value if isinstance(value, dict) else {}
+
+
+def rank_options(spec: dict[str, Any]) -> dict[str, Any] | None:
+    """The sbatch options of a SLURM run (what decides torchrun or srun for its ranks);
+    None when SLURM does not launch it."""
+    if not is_slurm(spec):
+        return None
+    options = block(spec).get("options")
+    return options if isinstance(options, dict) else {}
 
 
 def job_id(spec: dict[str, Any] | None) -> str | None:
@@ -154,7 +164,7 @@ def sbatch_argv(run_dir: Path, spec: dict[str, Any], *, dependency: str | None =
     argv = ["sbatch", "--parsable", f"--job-name=ops-{run_id}",
             f"--output={run_dir}/slurm-%j.out", "--open-mode=append",
             f"--signal=B:TERM@{signal_lead(spec)}", "--no-requeue",
-            f"--chdir={run_dir}", *option_args(cfg.get("options"))]
+            f"--chdir={run_dir}", *option_args(cfg.get("options")), *rank_tasks(spec)]
     if hold:
         argv.append("--hold")
     if dependency is not None:
@@ -162,6 +172,17 @@ def sbatch_argv(run_dir: Path, spec: dict[str, Any], *, dependency: str | None =
     argv += extra_args(cfg.get("extra"))
     argv.append(str(run_dir / SCRIPT))
     return argv
+
+
+def rank_tasks(spec: dict[str, Any]) -> list[str]:
+    """A run whose ranks srun starts asks for one task a rank on each node (unless its options
+    say how many); the wrapper itself runs in the batch step, outside them."""
+    workload = spec.get("workload")
+    options = rank_options(spec)
+    if not isinstance(workload, dict) or options is None or "ntasks_per_node" in options \
+            or wc.rank_launcher(workload, options) != "srun":
+        return []
+    return [f"--ntasks-per-node={wc.nproc_per_node(workload)}"]
 
 
 def _env() -> dict[str, str]:

@@ -2,12 +2,18 @@
 
 Placeholders are replaced only where they are spelled exactly as one of PLACEHOLDERS, so a
 literal brace in an argument (``python -c "print({1: 2})"``) passes through untouched.
+
+A preset with ``distributed.nproc_per_node`` N > 1 runs one process a rank, started by one of
+RANK_LAUNCHERS: torchrun on a pod (and in a one-node SLURM job without GPUs), srun in a SLURM
+job with more than one GPU or node (N tasks a node, each given RANK, LOCAL_RANK, WORLD_SIZE,
+and the wrapper's node as MASTER_ADDR:MASTER_PORT).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,14 +42,90 @@ def _format_value(value: Any) -> str:
     return str(value)  # Python spelling (True, 0.5): what literal_eval-based configurators read
 
 
-def build_argv(workload: Mapping[str, Any], values: Mapping[str, str]) -> list[str]:
+def build_argv(workload: Mapping[str, Any], values: Mapping[str, str],
+               slurm_options: Mapping[str, Any] | None = None) -> list[str]:
+    """The workload's argv; with several ranks, behind their launcher. ``slurm_options`` are
+    the sbatch options of a run launched by SLURM (None elsewhere)."""
     argv = [render(a, values) for a in workload["command"]]
     if workload.get("config"):
         argv.append(render(workload["config"], values))
     argv += [render(a, values) for a in override_args(workload.get("overrides", {}),
                                                      workload.get("override_format",
                                                                   "--{key}={value}"))]
-    return torchrun_argv(argv, workload, values)
+    launcher = rank_launcher(workload, slurm_options)
+    if launcher == "srun":
+        return srun_argv(argv, nproc_per_node(workload), slurm_nodes(slurm_options or {}))
+    if launcher == "torchrun":
+        return torchrun_argv(argv, workload, values)
+    return argv
+
+
+def _count(value: Any) -> int:
+    """A SLURM count: 2, "2" or "a100:2" (type:count); 0 when absent or not a count."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return value
+    tail = str(value or "").rsplit(":", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def slurm_nodes(options: Mapping[str, Any]) -> int:
+    return max(1, _count(options.get("nodes")))
+
+
+def rank_launcher(workload: Mapping[str, Any],
+                  slurm_options: Mapping[str, Any] | None = None) -> str | None:
+    """Which of RANK_LAUNCHERS starts the ranks: None for one process; srun in a SLURM job with
+    more than one GPU or node (SLURM places the tasks and owns the devices); torchrun else."""
+    if nproc_per_node(workload) <= 1:
+        return None
+    if slurm_options is None:
+        return "torchrun"
+    nodes = slurm_nodes(slurm_options)
+    gpus = max(_count(slurm_options.get("gpus")),
+               _count(slurm_options.get("gpus_per_node")) * nodes)
+    return "srun" if gpus > 1 or nodes > 1 else "torchrun"
+
+
+def world_size(workload: Mapping[str, Any],
+               slurm_options: Mapping[str, Any] | None = None) -> int:
+    nproc = nproc_per_node(workload)
+    if rank_launcher(workload, slurm_options) == "srun":
+        return nproc * slurm_nodes(slurm_options or {})
+    return nproc
+
+
+# each srun task turns SLURM's numbering into torch's before it becomes the workload
+SRUN_RANK_SHIM = ('export RANK="$SLURM_PROCID" LOCAL_RANK="$SLURM_LOCALID" '
+                  'WORLD_SIZE="$SLURM_NTASKS" LOCAL_WORLD_SIZE="{nproc}"; exec "$@"')
+
+
+def srun_argv(argv: list[str], nproc: int, nodes: int) -> list[str]:
+    """The command as N tasks a node of the job's allocation (`srun`); when one task fails,
+    SLURM ends the others (`--kill-on-bad-exit`)."""
+    return ["srun", f"--nodes={nodes}", f"--ntasks={nproc * nodes}",
+            f"--ntasks-per-node={nproc}", "--kill-on-bad-exit=1", "--input=none",
+            "/bin/sh", "-c", SRUN_RANK_SHIM.format(nproc=nproc), "ops-rank", *argv]
+
+
+def rank_env(launcher: str | None) -> dict[str, str]:
+    """What srun's ranks need beyond the run's environment: the job this wrapper runs in (its
+    SLURM_* variables, so srun starts a step of this job, not a new job) and where the ranks
+    meet: this node (the job's first, where the wrapper runs) and a port free on it now.
+    torchrun --standalone needs none of it."""
+    if launcher != "srun":
+        return {}
+    env = {k: v for k, v in os.environ.items() if k.startswith("SLURM")}
+    with socket.socket() as probe:
+        probe.bind(("", 0))
+        port = probe.getsockname()[1]
+    env.update(MASTER_ADDR=os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
+               MASTER_PORT=str(port))
+    return env
+
+
+RANK_LAUNCHERS = ("torchrun", "srun")
 
 
 def nproc_per_node(workload: Mapping[str, Any]) -> int:

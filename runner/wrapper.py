@@ -84,12 +84,14 @@ class Wrapper:
         secrets = self.store.env
         files = [wc.render(f, self.values) for f in self.spec.get("secrets", {}).get("files", [])]
         self.redactor = redact.Redactor([*secrets.values(), *redact.values_from_files(files)])
-        argv = wc.build_argv(workload, self.values)
+        ranks = slurm.rank_options(self.spec)
+        argv = wc.build_argv(workload, self.values, ranks)
         cwd = wc.resolve_cwd(workload, self.values)
         env = wc.build_env(workload, self.values, secrets, base=_submit_env(self.spec))
         if self.spec.get("parent_run_dir"):
             env["OPS_RESUME_FROM"] = str(self.spec["parent_run_dir"])
         env.update(kind_env(self.spec, self.values))
+        env.update(wc.rank_env(wc.rank_launcher(workload, ranks)))
         env.update(wc.wandb_env(self.spec.get("wandb") or {}, self.run_dir))
         for sub in (self.out_dir, self.run_dir / contract.CHECKPOINTS_DIR):
             sub.mkdir(parents=True, exist_ok=True)
@@ -171,7 +173,9 @@ class Wrapper:
             "derived": {"argv": argv, "cwd": str(wc.resolve_cwd(spec["workload"], self.values)),
                         "placeholders": self.values,
                         "python_unbuffered": env.get("PYTHONUNBUFFERED") == "1",
-                        "world_size": wc.nproc_per_node(spec["workload"])},
+                        "world_size": wc.world_size(spec["workload"], slurm.rank_options(spec)),
+                        "rank_launcher": wc.rank_launcher(spec["workload"],
+                                                          slurm.rank_options(spec))},
         })
         self.ledger.write_json(self.run_dir, contract.ENV_SNAPSHOT,
                                snapshots.env_snapshot(self.run_id, env))

@@ -145,6 +145,7 @@ def _evaluate_in_one_process(parent: Path, out: Path) -> dict[str, float]:
     return final
 
 
+@pytest.mark.timeout(300)  # three interpreters import torch and monai; slow on a loaded machine
 def test_two_ranks_train_own_shards_and_rank_zero_writes_once(seg_ddp: Project,
                                                               tmp_path: Path) -> None:
     result = seg_ddp.ops("run", "submit", "-p", "seg2", "--debug", "--run-id", "ddp-1", "-f",
@@ -205,6 +206,7 @@ def _run_processes(run_id: str) -> list[int]:
     return found
 
 
+@pytest.mark.timeout(300)
 def test_a_killed_rank_fails_the_run_and_leaves_no_rank(seg_ddp: Project) -> None:
     started = seg_ddp.ops("run", "submit", "-p", "seg2_long", "--run-id", "ddp-k")
     assert started.exit_code == 0, started.stderr
