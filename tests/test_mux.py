@@ -10,6 +10,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -165,3 +166,33 @@ def test_a_changed_key_is_refused_even_with_a_master_before(
     server.restart(new_host_key=True)
     with pytest.raises(HostKeyChangedError):
         connect(alias.name).exec(["true"])
+
+
+def test_a_later_process_needs_neither_paramiko_nor_the_ssh_config(
+        ssh_alias: SshAlias, tmp_path: Path, connect: Callable[..., SSHHost]) -> None:
+    assert connect(ssh_alias.name).exec(["true"]).ok  # starts the master, notes the spec
+    probe = ("import sys\nfrom pathlib import Path\nfrom ops.hosts.ssh import open_host\n"
+             f"h = open_host({ssh_alias.name!r}, repo_root=Path({str(tmp_path / 'repo')!r}))\n"
+             "print(h.exec(['echo', 'warm']).stdout.strip(), h.expand('~/x'))\n"
+             "print(sorted(m for m in sys.modules if m.startswith(('paramiko', 'ops.hosts'))))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out[0] == f"warm {os.path.expanduser('~' + ssh_alias.sshd.user)}/x"
+    assert "paramiko" not in out[1] and "ssh_config" not in out[1] and "known_hosts" not in out[1]
+    with ssh_alias.config.open("a") as fh:  # an edited ~/.ssh/config: resolved afresh
+        fh.write("\n# edited\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert "ssh_config" in out[1]
+
+
+def test_the_master_carries_none_of_our_environment(
+        ssh_alias: SshAlias, connect: Callable[..., SSHHost],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    canary = f"canary-{os.getpid()}-mux"
+    monkeypatch.setenv("OPS_TEST_TOKEN", canary)
+    host = connect(ssh_alias.name)
+    assert host.exec(["echo", "$OPS_TEST_TOKEN"]).stdout == "$OPS_TEST_TOKEN\n"  # quoted argv
+    environ = Path(f"/proc/{master_pid(host)}/environ").read_bytes()
+    assert canary.encode() not in environ and b"OPS_TEST_TOKEN" not in environ
+    assert b"HOME=" in environ  # what ssh itself needs is there

@@ -155,7 +155,7 @@ def test_fetch_resumes_after_a_dropped_connection(pod: Project, ssh_alias: SshAl
             def advance(n: int) -> None:
                 seen[0] += n
                 if seen[0] > 8 * 2**20 and seen[0] - n <= 8 * 2**20:
-                    ssh_alias.sshd.drop(target.host)  # type: ignore[arg-type]
+                    ssh_alias.sshd.drop_connection()  # the shared master's too
             return advance
 
         with pytest.raises(HostError) as dropped:

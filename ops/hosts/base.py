@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -28,6 +29,24 @@ def error_reason(exc: BaseException) -> str:
     """What went wrong, never empty: `str(EOFError())` is "", so the type name stands in."""
     text = str(exc).strip()
     return text or type(exc).__name__
+
+
+def progress(message: str) -> None:
+    """One human-readable progress line on stderr: only on a terminal, never under --json
+    (whose readers want stdout alone, and a pipe gets no progress at all)."""
+    if "--json" in sys.argv[1:] or not sys.stderr.isatty():
+        return
+    sys.stderr.write(f"{message}\n")
+    sys.stderr.flush()
+
+
+def human_size(count: float) -> str:
+    """1536 -> '1.5 KiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(count) < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class ConnectionLostError(HostError):

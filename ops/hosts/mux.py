@@ -56,6 +56,15 @@ MAX_SOCKET_PATH = 100  # sockaddr_un holds 104-108 bytes; OpenSSH adds a temp su
 _NAME_LEN = 24
 
 
+# what an ssh client needs of our environment; nothing else reaches it (a master outlives
+# the ops process that started it, and must not carry that process's secrets along)
+SSH_ENV = ("HOME", "USER", "LOGNAME", "PATH", "SSH_AUTH_SOCK", "TMPDIR", "LANG", "TERM")
+
+
+def ssh_env() -> dict[str, str]:
+    return {k: os.environ[k] for k in SSH_ENV if k in os.environ}
+
+
 def enabled() -> bool:
     return os.environ.get(MUX_ENV, "1") != "0" and shutil.which("ssh") is not None
 
@@ -104,6 +113,47 @@ def _file_stamp(path: Path) -> list[object]:
     return [str(path), info.st_size, info.st_mtime_ns]
 
 
+def _ssh_config() -> Path:
+    return Path.home() / ".ssh" / "config"
+
+
+@dataclass(frozen=True)
+class MuxTarget:
+    """What the OpenSSH command line needs of a resolved target (ops.hosts.ssh_config's
+    SSHTarget, without a jump host or a proxy command)."""
+
+    hostname: str
+    port: int
+    user: str
+    identity_files: tuple[str, ...]
+    identities_only: bool
+    connect_timeout: float | None
+    host_key_name: str
+
+    @classmethod
+    def of(cls, target: SSHTarget) -> MuxTarget:
+        return cls(target.hostname, target.port, target.user, tuple(target.identity_files),
+                   target.identities_only, target.connect_timeout, target.host_key_name)
+
+    def to_json(self) -> dict[str, object]:
+        return {"hostname": self.hostname, "port": self.port, "user": self.user,
+                "identity_files": list(self.identity_files),
+                "identities_only": self.identities_only,
+                "connect_timeout": self.connect_timeout, "host_key_name": self.host_key_name}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, object]) -> MuxTarget:
+        files = doc["identity_files"]
+        timeout = doc["connect_timeout"]
+        if not isinstance(files, list) or not isinstance(timeout, (int, float, type(None))):
+            raise TypeError("malformed target")
+        port = doc["port"]
+        if not isinstance(port, int):
+            raise TypeError("malformed target")
+        return cls(str(doc["hostname"]), port, str(doc["user"]), tuple(str(f) for f in files),
+                   bool(doc["identities_only"]), timeout, str(doc["host_key_name"]))
+
+
 @dataclass(frozen=True)
 class MuxCommandResult:
     exit_code: int
@@ -118,14 +168,13 @@ class MasterLostError(Exception):
 class Mux:
     """The OpenSSH master for one target under one host-key policy."""
 
-    def __init__(self, target: SSHTarget, known_hosts: KnownHosts, directory: Path):
+    def __init__(self, target: MuxTarget, trust_sources: Sequence[Path], directory: Path):
         self.target = target
-        self.known_hosts = known_hosts
-        user_files = known_hosts.user_files(target.user_known_hosts)
-        self.trust_sources = (*user_files, known_hosts.project_file)
+        self.trust_sources = tuple(trust_sources)
         key = json.dumps([target.hostname, target.port, target.user, target.identity_files,
                           target.identities_only, target.connect_timeout,
                           [_file_stamp(p) for p in self.trust_sources]])
+        self.directory = directory
         name = hashlib.sha256(key.encode()).hexdigest()[:_NAME_LEN]
         self.socket = directory / name
         self.trust_file = directory / f"{name}.known_hosts"
@@ -138,7 +187,49 @@ class Mux:
         if not enabled() or target.jump is not None or target.proxy_command:
             return None
         directory = control_dir(known_hosts.project_file.parent.parent)
-        return None if directory is None else cls(target, known_hosts, directory)
+        if directory is None:
+            return None
+        sources = (*known_hosts.user_files(target.user_known_hosts), known_hosts.project_file)
+        return cls(MuxTarget.of(target), sources, directory)
+
+    # -- a later process: the master found from the host spec alone -----------------------
+
+    @staticmethod
+    def _spec_file(directory: Path, spec: str, address: str | None, repo_root: Path) -> Path:
+        key = json.dumps([spec, address, str(repo_root), _file_stamp(_ssh_config())])
+        return directory / f"spec-{hashlib.sha256(key.encode()).hexdigest()[:_NAME_LEN]}.json"
+
+    def remember_spec(self, spec: str, address: str | None, repo_root: Path) -> None:
+        """Note which target a host spec resolved to (while ~/.ssh/config is unchanged), so
+        that a later process finds this master without resolving the spec again."""
+        doc = {"target": self.target.to_json(), "trust": [str(p) for p in self.trust_sources]}
+        path = self._spec_file(self.directory, spec, address, repo_root)
+        with contextlib.suppress(OSError):
+            if json.loads(path.read_text()) == doc:
+                return
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        with contextlib.suppress(OSError):
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(doc, fh)
+            os.replace(tmp, path)
+
+    @classmethod
+    def warm(cls, spec: str, address: str | None, repo_root: Path) -> Mux | None:
+        """The live master of a spec a recent process resolved; None when there is none,
+        when ~/.ssh/config or a known_hosts file changed since, or when anything is odd."""
+        if not enabled():
+            return None
+        directory = control_dir(repo_root)
+        if directory is None:
+            return None
+        try:
+            doc = json.loads(cls._spec_file(directory, spec, address, repo_root).read_text())
+            mux = cls(MuxTarget.from_json(doc["target"]), [Path(p) for p in doc["trust"]],
+                      directory)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return mux if mux.alive() else None
 
     # -- argv -------------------------------------------------------------------------------
 
@@ -209,7 +300,7 @@ class Mux:
         with tempfile.TemporaryFile() as errors:
             try:
                 proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                      stderr=errors, timeout=limit, check=False)
+                                      stderr=errors, timeout=limit, check=False, env=ssh_env())
             except subprocess.TimeoutExpired:
                 self.last_error = "the master did not start in time"
                 return False
@@ -235,7 +326,7 @@ class Mux:
     def stop(self) -> None:
         """Ask the master to exit (tests, `ops pod rm`)."""
         subprocess.run(["ssh", "-O", "exit", *self._options()], capture_output=True,
-                       check=False, timeout=10)
+                       check=False, timeout=10, env=ssh_env())
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -244,7 +335,7 @@ class Mux:
         """One command through the master; MasterLostError when the connection died under it
         (ssh's own exit 255 and no master left)."""
         proc = subprocess.run(self.client_argv(argv), input=input_bytes or b"",
-                              capture_output=True, timeout=timeout, check=False)
+                              capture_output=True, timeout=timeout, check=False, env=ssh_env())
         stderr = strip_mux_noise(proc.stderr)
         if proc.returncode == 255 and not self.alive():
             raise MasterLostError(stderr.decode(errors="replace").strip() or "exit 255")
@@ -252,7 +343,7 @@ class Mux:
 
     def popen(self, argv: Sequence[str], stderr: IO[bytes]) -> subprocess.Popen[bytes]:
         return subprocess.Popen(self.client_argv(argv), stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=stderr)
+                                stdout=subprocess.PIPE, stderr=stderr, env=ssh_env())
 
     def home(self, fetch: bool = True) -> str | None:
         """The remote home, remembered beside the socket for as long as this master lives."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
+import importlib
 import posixpath
 import secrets
 import select
@@ -29,22 +29,34 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
-
-import paramiko
+from typing import TYPE_CHECKING, BinaryIO
 
 from ops.errors import HostError, NotFoundError, OpsError
-from ops.hosts.base import ConnectionLostError, ExecResult, HostCommandError, error_reason
-from ops.hosts.known_hosts import KnownHosts
+from ops.hosts.base import (
+    ConnectionLostError,
+    ExecResult,
+    HostCommandError,
+    error_reason,
+    progress,
+)
 from ops.hosts.mux import MasterLostError, Mux, strip_mux_noise, wait_exit
-from ops.hosts.ssh_config import HasAddress, SSHTarget, resolve_target
 
-# paramiko logs transport failures at ERROR; without a handler Python would print them
-logging.getLogger("paramiko").addHandler(logging.NullHandler())
+if TYPE_CHECKING:
+    import paramiko
+
+    from ops.hosts.known_hosts import KnownHosts
+    from ops.hosts.ssh_config import HasAddress, SSHTarget
+else:
+    paramiko = importlib.import_module("ops.hosts.mux_lazy").LazyModule("paramiko")
 
 _RETRY_ERRNOS = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.ETIMEDOUT,
                  errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EPIPE}
-_IO_ERRORS = (OSError, EOFError, paramiko.SSHException)
+
+
+def _io_errors() -> tuple[type[BaseException], ...]:
+    """What a dropped connection raises (a function: paramiko is imported on first use)."""
+    return (OSError, EOFError, paramiko.SSHException)
+
 _POLL_S = 0.1
 _EOF_GRACE_S = 2.0  # after the exit status: a background child may keep stdout open
 _BUF = 1 << 16
@@ -77,19 +89,17 @@ class ConnectPolicy:
 _NO_RETRY = ConnectPolicy(retry_for=0.0)
 
 
-_RETRY_TYPES = (paramiko.ChannelException, paramiko.ProxyCommandFailure, EOFError,
-                paramiko.ssh_exception.NoValidConnectionsError, TimeoutError)
-_FINAL_TYPES = (paramiko.AuthenticationException, paramiko.BadHostKeyException,
-                socket.gaierror)
 
 
 def _retryable(exc: BaseException, depth: int = 0) -> bool:
     """Errors a booting pod (or a bastion in front of one) produces, by type and errno only.
     paramiko reports a socket failure during the banner or the key exchange as a bare
     SSHException raised while handling it: the exception it wraps decides."""
-    if isinstance(exc, _FINAL_TYPES):
+    if isinstance(exc, (paramiko.AuthenticationException, paramiko.BadHostKeyException,
+                        socket.gaierror)):
         return False
-    if isinstance(exc, _RETRY_TYPES):
+    if isinstance(exc, (paramiko.ChannelException, paramiko.ProxyCommandFailure, EOFError,
+                        paramiko.ssh_exception.NoValidConnectionsError, TimeoutError)):
         return True
     if isinstance(exc, OSError):
         return exc.errno in _RETRY_ERRNOS
@@ -102,12 +112,14 @@ def _retryable(exc: BaseException, depth: int = 0) -> bool:
 class SSHHost:
     """A host reached over SSH. Connects lazily; `close()` (or `with`) ends the connection."""
 
-    def __init__(self, target: SSHTarget, known_hosts: KnownHosts, *,
+    def __init__(self, target: SSHTarget | None, known_hosts: KnownHosts | None, *,
                  connect: ConnectPolicy | None = None, python: str = "python3",
-                 name: str | None = None, multiplex: bool = True):
-        self.target = target
-        self.name = name or target.name
-        self.known_hosts = known_hosts
+                 name: str | None = None, multiplex: bool = True, mux: Mux | None = None,
+                 resolve: Callable[[], tuple[SSHTarget, KnownHosts]] | None = None):
+        """`target` and `known_hosts`, or (a later process that found a live shared master
+        by the host's name) `mux` and `resolve`, called only if paramiko is needed after all."""
+        self._target, self._known_hosts, self._resolve = target, known_hosts, resolve
+        self.name = name or (target.name if target is not None else "?")
         self.policy = connect or ConnectPolicy()
         self.runner_command: tuple[str, ...] = (python, "-m", "runner")
         # set when runner_command is remembered rather than checked: a full check, run once
@@ -118,7 +130,28 @@ class SSHHost:
         self._sftp: paramiko.SFTPClient | None = None
         self._home: str | None = None
         # commands and streams go through a shared OpenSSH master when one can be had
-        self._mux = Mux.for_target(target, known_hosts) if multiplex else None
+        self._mux = mux
+        if mux is None and multiplex and target is not None and known_hosts is not None:
+            self._mux = Mux.for_target(target, known_hosts)
+
+    @property
+    def target(self) -> SSHTarget:
+        if self._target is None:
+            self._late_resolve()
+        assert self._target is not None  # noqa: S101 - set by _late_resolve
+        return self._target
+
+    @property
+    def known_hosts(self) -> KnownHosts:
+        if self._known_hosts is None:
+            self._late_resolve()
+        assert self._known_hosts is not None  # noqa: S101 - set by _late_resolve
+        return self._known_hosts
+
+    def _late_resolve(self) -> None:
+        if self._resolve is None:
+            raise HostError(f"{self.name}: no SSH target")
+        self._target, self._known_hosts = self._resolve()
 
     # -- the Host protocol ------------------------------------------------------------------
 
@@ -135,10 +168,10 @@ class SSHHost:
             deadline = None if timeout is None else time.monotonic() + timeout
             out, err = _collect(chan, deadline, argv[0], self.name)
             code = self._exit_code(chan)
-        except _IO_ERRORS as exc:
+        except _io_errors() as exc:
             raise self._lost(exc) from exc
         finally:
-            with contextlib.suppress(*_IO_ERRORS):  # closing after a drop may fail too
+            with contextlib.suppress(*_io_errors()):  # closing after a drop may fail too
                 chan.close()
         result = ExecResult(self.name, tuple(argv), code, out.decode(errors="replace"),
                             err.decode(errors="replace"))
@@ -202,8 +235,8 @@ class SSHHost:
         chan = self._open_session(sizes)
         try:
             chan.exec_command(shlex.join(argv))
-        except _IO_ERRORS as exc:
-            with contextlib.suppress(*_IO_ERRORS):
+        except _io_errors() as exc:
+            with contextlib.suppress(*_io_errors()):
                 chan.close()
             raise self._lost(exc) from exc  # it may have started: never run it a second time
         return chan
@@ -217,7 +250,7 @@ class SSHHost:
                 return self.transport.open_session(timeout=self.policy.connect_timeout, **sizes)
             except paramiko.ChannelException as exc:  # refused by a live server: not a drop
                 raise self._lost(exc) from exc
-            except _IO_ERRORS as exc:
+            except _io_errors() as exc:
                 if attempt == 2:
                     raise self._lost(exc) from exc
                 self._discard()  # the next `transport` connects afresh
@@ -239,7 +272,7 @@ class SSHHost:
                 chan.sendall(input_bytes)
                 chan.shutdown_write()
                 stdout = chan.makefile("rb")
-            except _IO_ERRORS as exc:
+            except _io_errors() as exc:
                 raise self._lost(exc) from exc
             yield stdout
             chan.status_event.wait()
@@ -249,7 +282,7 @@ class SSHHost:
         finally:
             # after a drop, closing may itself fail (EOFError): the error that matters is
             # the one already on its way out of the block
-            with contextlib.suppress(*_IO_ERRORS):
+            with contextlib.suppress(*_io_errors()):
                 chan.close()
         if code != 0:
             raise HostCommandError(ExecResult(self.name, tuple(argv), code, "",
@@ -300,7 +333,7 @@ class SSHHost:
                 fh.set_pipelined(True)
                 fh.write(data)
             sftp.posix_rename(tmp, path)
-        except _IO_ERRORS as exc:
+        except _io_errors() as exc:
             self._forget_if_dropped(exc)
             raise HostError(f"cannot write {path} on {self.name}: {error_reason(exc)}") from exc
 
@@ -313,7 +346,7 @@ class SSHHost:
                 return data
         except FileNotFoundError as exc:
             raise NotFoundError(f"{path} does not exist on {self.name}") from exc
-        except _IO_ERRORS as exc:
+        except _io_errors() as exc:
             self._forget_if_dropped(exc)
             raise HostError(f"cannot read {path} on {self.name}: {error_reason(exc)}") from exc
 
@@ -345,7 +378,7 @@ class SSHHost:
             try:
                 self._sftp = paramiko.SFTPClient.from_transport(
                     self.transport, window_size=STREAM_WINDOW, max_packet_size=STREAM_PACKET)
-            except _IO_ERRORS as exc:
+            except _io_errors() as exc:
                 if attempt == 2 or isinstance(exc, paramiko.ChannelException):
                     raise HostError(f"SFTP is not available on {self.name}: "
                                     f"{error_reason(exc)}",
@@ -396,6 +429,9 @@ class SSHHost:
                     raise self._unreachable(exc, attempts, final=True) from exc
                 if time.monotonic() + delay > deadline:
                     raise self._unreachable(exc, attempts, final=False) from exc
+                progress(f"ssh {self.name}: attempt {attempts} failed "
+                         f"({type(exc).__name__}: {error_reason(exc)}); "
+                         f"retrying in {delay:.1f} s")
             time.sleep(delay)
             delay = min(delay * 2, self.policy.max_delay)
 
@@ -474,7 +510,7 @@ class SSHHost:
 
     def _discard(self) -> None:
         """Forget the connection without failing: closing a dead one may raise."""
-        with contextlib.suppress(*_IO_ERRORS):
+        with contextlib.suppress(*_io_errors()):
             self.close()
         self._sftp = self._client = self._jump = None
 
@@ -548,7 +584,24 @@ def open_host(spec: str, *, repo_root: Path, hosts: Mapping[str, HasAddress] | N
               retry_for: float = ConnectPolicy.retry_for, multiplex: bool = True) -> SSHHost:
     """An SSHHost for a host spec, trusting keys per the project's .ops/known_hosts policy;
     `multiplex=False` keeps every byte on paramiko (no shared OpenSSH master)."""
-    target = resolve_target(spec, hosts=hosts)
-    return SSHHost(target, KnownHosts.for_repo(repo_root, accept_new=accept_new),
-                   connect=ConnectPolicy(retry_for=retry_for), python=python, name=spec,
+    policy = ConnectPolicy(retry_for=retry_for)
+    config = (hosts or {}).get(spec)
+    address = config.address if config is not None else None
+
+    def resolve() -> tuple[SSHTarget, KnownHosts]:
+        from ops.hosts.known_hosts import KnownHosts
+        from ops.hosts.ssh_config import resolve_target
+
+        return (resolve_target(spec, hosts=hosts),
+                KnownHosts.for_repo(repo_root, accept_new=accept_new))
+
+    warm = Mux.warm(spec, address, repo_root) if multiplex else None
+    if warm is not None:  # nothing to parse, no paramiko: the master knows the way
+        return SSHHost(None, None, connect=policy, python=python, name=spec, mux=warm,
+                       resolve=resolve)
+    target, known = resolve()
+    host = SSHHost(target, known, connect=policy, python=python, name=spec,
                    multiplex=multiplex)
+    if host._mux is not None:
+        host._mux.remember_spec(spec, address, repo_root)
+    return host

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ops.errors import HostError, NotFoundError, UsageError
-from ops.hosts.base import ExecResult
+from ops.hosts.base import ExecResult, human_size, progress
 from ops.hosts.local import run_local
 from ops.services import sync_host
 from ops.services.sync_host import HostState, SyncHost
@@ -98,10 +98,13 @@ def sync_ref(host: SyncHost, repo_root: Path, ref: str, *, ops_home: str,
     home = host.expand(ops_home).rstrip("/") or "/"
     local = resolve_local(repo_root, ref, allow_dirty=allow_dirty)
     sent = _sync_commit(host, repo_root, home, local.commit)
+    seconds = round(time.monotonic() - started, 3)
+    progress(f"sync {host.name}: {local.commit[:12]} {sent.method}, {sent.commits_sent} "
+             f"commit(s), {human_size(sent.bytes_sent)} sent in {seconds:.2f} s")
     return SyncResult(host.name, local.commit, local.ref, local.branch, local.dirty,
                       local.base_commit, f"{home}/code/{local.commit}", sent.method,
                       sent.bytes_sent, sent.payload_bytes, sent.commits_sent, sent.reused,
-                      round(time.monotonic() - started, 3))
+                      seconds)
 
 
 # -- the local side ------------------------------------------------------------------------------
@@ -237,6 +240,8 @@ def _send(host: SyncHost, repo: Path, home: str, commit: str, *, excludes: list[
     missing = int(_out(repo, "rev-list", "--count", commit, *exclude_args))
     _git(repo, "update-ref", f"{COMMITS_NS}/{commit}", commit)
     payload = _bundle(repo, commit, exclude_args) if missing else None
+    if payload:
+        progress(f"sync {host.name}: sending {missing} commit(s), {human_size(len(payload))}")
     base = base if base and _tree_reusable(repo, base, commit) else None
     applied = sync_host.apply(host, home, commit, "bundle" if payload else "mirror",
                               payload=payload, inline=inline, base=base)
