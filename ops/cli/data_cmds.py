@@ -55,7 +55,7 @@ def profile_cmd(data_dir: Path, divisor: str, as_json: bool) -> None:
     if as_json:
         render.echo_json(found.to_json())
     else:
-        click.echo(found.render_text())
+        click.echo(data.profile_text(found))
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ops.errors import ConflictError, NotFoundError, UsageError
 
@@ -86,6 +86,28 @@ def profile(root: Path, divisor: tuple[int, int, int] = DEFAULT_DIVISOR) -> Data
     except ValueError as exc:  # also a dataset.json that is not JSON
         raise UsageError(str(exc), hint="a dataset has imagesTr/*.nii with labelsTr/ "
                                         "beside it, and optionally a dataset.json") from exc
+
+
+VOLUME_COLUMNS = ("VOLUME", "SHAPE", "SPACING", "DTYPES", "ON DISK", "ANISO")
+
+
+def profile_text(found: DatasetProfile) -> str:
+    """The profile for people: one line per volume, then the dataset's summary."""
+    doc = found.to_json()
+    rows = [VOLUME_COLUMNS] + [_volume_row(v) for v in doc["volumes"]]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(VOLUME_COLUMNS))]
+    table = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in rows]
+    return "\n".join([*table, "", found.render_text()])
+
+
+def _volume_row(volume: dict[str, Any]) -> tuple[str, ...]:
+    unit = {"micron": "um"}.get(volume["spacing_unit"], volume["spacing_unit"])
+    spacing = " x ".join(f"{v:g}" for v in volume["spacing"])
+    on_disk = (volume["image_bytes"] + volume["label_bytes"]) / 2**20
+    dtypes = "/".join(d for d in (volume["image_dtype"], volume["label_dtype"]) if d)
+    return (str(volume["name"]), " x ".join(map(str, volume["shape"])), f"{spacing} {unit}",
+            dtypes, f"{on_disk:.2f} MiB", f"{volume['anisotropy']:g}")
 
 
 def parse_divisor(text: str) -> tuple[int, int, int]:
