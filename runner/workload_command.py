@@ -103,9 +103,11 @@ SRUN_RANK_SHIM = ('export RANK="$SLURM_PROCID" LOCAL_RANK="$SLURM_LOCALID" '
 
 def srun_argv(argv: list[str], nproc: int, nodes: int) -> list[str]:
     """The command as N tasks a node of the job's allocation (`srun`); when one task fails,
-    SLURM ends the others (`--kill-on-bad-exit`)."""
+    SLURM ends the others (`--kill-on-bad-exit`); the wrapper's first stop signal (SIGINT)
+    ends the step at once (`--quit-on-interrupt`; a plain srun only prints its tasks' state)."""
     return ["srun", f"--nodes={nodes}", f"--ntasks={nproc * nodes}",
-            f"--ntasks-per-node={nproc}", "--kill-on-bad-exit=1", "--input=none",
+            f"--ntasks-per-node={nproc}", "--kill-on-bad-exit=1", "--quit-on-interrupt",
+            "--input=none",
             "/bin/sh", "-c", SRUN_RANK_SHIM.format(nproc=nproc), "ops-rank", *argv]
 
 

@@ -226,3 +226,23 @@ def test_a_killed_rank_fails_the_run_and_leaves_no_rank(seg_ddp: Project) -> Non
     seg_ddp.wait_for(lambda: not [p for p in pids if _alive(p)], timeout=30)
     assert _run_processes("ddp-k") == []
     assert not (run_dir / "checkpoints" / "fold0_done.json").exists()
+
+
+@pytest.mark.timeout(300)
+def test_cancel_stops_both_ranks_together(seg_ddp: Project) -> None:
+    started = seg_ddp.ops("run", "submit", "-p", "seg2_long", "--run-id", "ddp-c")
+    assert started.exit_code == 0, started.stderr
+    seg_ddp.wait_for(lambda: bool(list(seg_ddp.root.glob("runs/*/ddp-c")))
+                     or seg_ddp.run_dir("ddp-c").is_dir(), timeout=30)
+    run_dir = _run_dir(seg_ddp, "ddp-c")
+    metrics = run_dir / "metrics.jsonl"
+    seg_ddp.wait_for(lambda: metrics.exists() and "train_loss" in metrics.read_text(),
+                     timeout=120)
+    launchers, ranks = _ranks(run_dir)
+    assert sorted(ranks) == [0, 1], ranks
+    cancelled = seg_ddp.ops("run", "cancel", "ddp-c", "--json", timeout=60)
+    assert cancelled.exit_code == 0, cancelled.stderr
+    assert _summary(run_dir)["status"] == "killed"
+    pids = [*launchers, *ranks.values()]
+    seg_ddp.wait_for(lambda: not [p for p in pids if _alive(p)], timeout=30)
+    assert _run_processes("ddp-c") == []

@@ -57,7 +57,7 @@ def test_srun_argv_maps_slurm_numbering_to_torch_ranks() -> None:
     argv = wc.build_argv(TWO, VALUES, {"gpus": 4, "nodes": 2})
     shim = argv.index("/bin/sh")
     assert argv[:shim] == ["srun", "--nodes=2", "--ntasks=4", "--ntasks-per-node=2",
-                           "--kill-on-bad-exit=1", "--input=none"]
+                           "--kill-on-bad-exit=1", "--quit-on-interrupt", "--input=none"]
     assert argv[shim + 3:] == ["ops-rank", "/venv/bin/python", "-m", "runner.seg.train"]
     env = {"SLURM_PROCID": "3", "SLURM_LOCALID": "1", "SLURM_NTASKS": "4", "PATH": "/usr/bin:/bin"}
     shown = subprocess.run([*argv[shim:shim + 4], "sh", "-c",
@@ -191,3 +191,24 @@ def test_a_killed_srun_task_fails_the_run_and_ends_every_task(ddp_cluster: Proje
     assert _run_processes("srun-k") == {}
     assert not [p for p in ranks.values() if psutil.pid_exists(p)
                 and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.mark.slurm
+@pytest.mark.ssh
+@pytest.mark.tmux
+@pytest.mark.timeout(400)
+def test_cancel_ends_every_srun_task_and_reads_killed(ddp_cluster: Project) -> None:
+    _submit(ddp_cluster, "-p", "seg2_long", "--run-id", "srun-c")
+    metrics = ddp_cluster.runs / "srun-c" / "metrics.jsonl"
+    ddp_cluster.wait_for(lambda: metrics.exists() and "train_loss" in metrics.read_text(),
+                         timeout=150)
+    pids = list(_run_processes("srun-c"))
+    assert len(pids) == 2, pids
+    cancelled = ddp_cluster.ops("run", "cancel", "srun-c", "--json", timeout=120)
+    assert cancelled.exit_code == 0, cancelled.stderr
+    summary = _wait_summary(ddp_cluster, "srun-c", timeout=60)
+    assert summary["status"] == "killed" and summary["written_by"] == "wrapper", summary
+    deadline = time.time() + 30
+    while _run_processes("srun-c") and time.time() < deadline:
+        time.sleep(0.2)
+    assert _run_processes("srun-c") == {}
