@@ -218,8 +218,10 @@ def _table_fields(run_dir: Path, spec: dict[str, Any] | None, info: dict[str, An
     metric (the preset's first ``best``)."""
     info["sweep_index"] = fields.integer((spec or {}).get("sweep_index"))
     if info.get("step") is None and info["status"] in (*contract.RECORDED_STATUSES, "dead"):
-        beat, _ = read_doc(run_dir / contract.HEARTBEAT, "heartbeat")
-        info["step"] = fields.integer((beat or {}).get("step"))
+        # only the step is wanted: a heartbeat whose other fields are off still says it
+        beat = contract.read_json_or_none(run_dir / contract.HEARTBEAT)
+        if beat is not None and contract.check_schema_tag(beat, "heartbeat") is None:
+            info["step"] = fields.integer(beat.get("step"))
     info["duration_s"] = _duration(info, now)
     info["headline"] = _headline(spec, info)
 

@@ -75,8 +75,8 @@ def show_listing(found: resolve.Listing) -> None:
 def _frame(found: resolve.Listing, interval: float) -> Any:
     from rich.text import Text
 
-    head = Text(f"{found.where}, every {interval:g}s, at {time.strftime('%H:%M:%S')} "
-                "(Ctrl-C to stop)\n", style="dim", end="")
+    head = Text(f"{time.strftime('%H:%M:%S')}, every {interval:g}s (Ctrl-C to stop): "
+                f"{found.where}\n", style="dim", end="")
     body = render.styled_table(render.run_rows(found.runs), render.RUN_HEADERS) \
         if found.runs else Text(found.empty_text())
     return Text.assemble(head, body)

@@ -117,9 +117,9 @@ def _metrics(lines: list[str], run: dict[str, Any]) -> None:
     finals, bests = _dict(run.get("metrics_final")), _dict(run.get("metrics_best"))
     rules = _dict(run.get("best_rules"))
     table = fold_table(finals)
-    names = [k for k in dict.fromkeys([*finals, *bests])
-             if not FOLD_KEY_RE.fullmatch(str(k)) and "/" not in str(k)]
-    hidden = sum(1 for k in finals if "/" in str(k) and not FOLD_KEY_RE.fullmatch(str(k)))
+    in_table = {k for k in finals if FOLD_KEY_RE.fullmatch(str(k))} if table else set()
+    names = [k for k in dict.fromkeys([*finals, *bests]) if k not in in_table and "/" not in k]
+    hidden = sum(1 for k in finals if "/" in k and k not in in_table)
     if not (table or names):
         return
     lines.append("metrics:")
