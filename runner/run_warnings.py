@@ -18,6 +18,7 @@ from runner import fields
 
 WARNINGS_LIMIT = 32  # warnings kept in a summary, and read back from one
 SUBJECT_LIMIT = 200  # characters of a pattern or metric name kept in a warning
+MESSAGE_LIMIT = 1000  # a message quotes its subject with escapes: it stays within this
 PATTERN_UNMATCHED = "metric-pattern-unmatched"
 BEST_MISSING = "best-metric-missing"
 CODES = (PATTERN_UNMATCHED, BEST_MISSING)
@@ -40,15 +41,16 @@ def best_rules(spec: Mapping[str, Any]) -> dict[str, str]:
 def pattern_unmatched(pattern: str) -> dict[str, str]:
     shown = fields.clip(pattern, SUBJECT_LIMIT)
     return {"code": PATTERN_UNMATCHED, "pattern": shown,
-            "message": f"metrics_from_stdout pattern {shown!r} matched no line of stdout: "
-                       "no metric came from it"}
+            "message": fields.clip(f"metrics_from_stdout pattern {shown!r} matched no line of "
+                                   "stdout: no metric came from it", MESSAGE_LIMIT)}
 
 
 def best_missing(name: str, direction: str) -> dict[str, str]:
     shown = fields.clip(name, SUBJECT_LIMIT)
     return {"code": BEST_MISSING, "metric": shown,
-            "message": f"best metric {shown!r} ({direction}) never appeared in metrics.jsonl: "
-                       "metrics_best has no value for it"}
+            "message": fields.clip(f"best metric {shown!r} ({direction}) never appeared in "
+                                   "metrics.jsonl: metrics_best has no value for it",
+                                   MESSAGE_LIMIT)}
 
 
 def metric_warnings(spec: Mapping[str, Any], matches: Sequence[int] | None,

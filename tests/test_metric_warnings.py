@@ -13,7 +13,7 @@ import pytest
 
 from runner import contract
 from runner.logpump import StdoutMetrics
-from runner.run_warnings import WARNINGS_LIMIT, read_warnings
+from runner.run_warnings import WARNINGS_LIMIT, metric_warnings, read_warnings
 from runner.schemas import load_schema
 from runner.validate import validate_run_dir
 
@@ -140,3 +140,14 @@ def test_a_flood_of_warnings_is_cut_short(project: Project) -> None:
     assert report.ok is False  # the schema bounds the list: 100000 items break it
     assert any(v.rule == "L2.schema" and "warnings" in v.message for v in report.violations)
     assert len([w for w in report.warnings if w.rule == "L3.best-metric-missing"]) <= 21
+
+
+def test_warnings_about_odd_subjects_stay_within_the_schema() -> None:
+    """A pattern or metric name full of characters that repr() escapes still gives a warning
+    summary.json's schema accepts (the message quotes its subject)."""
+    odd = "\U000e0001" * 300  # repr() writes each as 10 characters
+    spec = {"metrics": {"from_stdout": [{"pattern": f"(?P<m>{odd})"}], "best": {odd: "max"}}}
+    found = metric_warnings(spec, [0], {})
+    assert [w["code"] for w in found] == ["metric-pattern-unmatched", "best-metric-missing"]
+    schema = load_schema("summary")["properties"]["warnings"]
+    jsonschema.validate(found, schema)
