@@ -120,8 +120,10 @@ class Driver:
         return 0
 
     def _progress(self, index: int, count: int, run_id: str) -> None:
-        """"member k of n" in the driver's log (the tmux pane) and in its record."""
-        print(f"sweep {self.sweep_id}: member {index} of {count}: {run_id}", flush=True)
+        """"member k of n" in the tmux pane (stdout), the driver's log (stderr) and record."""
+        line = f"sweep {self.sweep_id}: member {index} of {count}: {run_id}"
+        print(line, flush=True)
+        print(line, file=sys.stderr, flush=True)
         path = driver_file(self.root, self.sweep_id)
         doc = contract.read_json_or_none(path) or {}
         contract.atomic_write_json(path, {**doc, "member": index, "members": count,
