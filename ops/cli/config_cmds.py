@@ -49,7 +49,10 @@ def validate_command(ctx: click.Context) -> None:
 @click.option("--name", help="Project name (default: this directory's name, sanitized).")
 @click.option("--force", is_flag=True, help="Replace an existing configs/ops/project.json.")
 def init_command(name: str | None, force: bool) -> None:
-    """Create configs/ops/project.json with a `smoke` preset in the current directory."""
+    """Write a starter configs/ops/project.json (a `smoke` preset).
+
+    In the current directory; also gitignores the local overlay, .ops/, runs/ and artifacts/.
+    Refused where a project file exists, or at the root of the enclosing git repository."""
     result = init_project(Path.cwd(), name=name, force=force)
     click.echo(render_init(result))
 
