@@ -25,14 +25,18 @@ def _project_config(ctx: click.Context) -> Path | None:
 
 @click.group("config")
 def config_group() -> None:
-    """Show or check configs/ops/project.json (with project.local.json merged over it)."""
+    """Show or check the project's config.
+
+    configs/ops/project.json, with project.local.json merged over it."""
 
 
 @config_group.command("show")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document (ops.config_show/1).")
 @click.pass_context
 def show_command(ctx: click.Context, as_json: bool) -> None:
-    """Every effective value with the file it came from, and each preset's override form."""
+    """Every effective value and the file it came from.
+
+    Also each host's outputs root and each preset's override form."""
     loaded = load_config(_project_config(ctx))
     click.echo(render_show_json(loaded) if as_json else render_show_text(loaded))
 
@@ -40,7 +44,9 @@ def show_command(ctx: click.Context, as_json: bool) -> None:
 @config_group.command("validate")
 @click.pass_context
 def validate_command(ctx: click.Context) -> None:
-    """Check the config; exit 2 with one `dotted.path: message` line per problem."""
+    """Check the config; exit 2 if it has problems.
+
+    One `dotted.path: message` line per problem."""
     loaded = load_config(_project_config(ctx))
     click.echo(render_validate(loaded))
 
