@@ -168,7 +168,9 @@ def test_two_ranks_train_own_shards_and_rank_zero_writes_once(seg_ddp: Project,
     # the checkpoint rank 0 saved, scored by one process, gives the DSC the run reported
     final = _evaluate_in_one_process(run_dir, tmp_path / "eval")
     reported = summary["metrics_final"]
-    for name in ("dsc_mean", "fold0/dsc_mean", "fold1/dsc_mean", "cldice_mean"):
+    # the CIs too: the gathered rows are in the order one process scores them (bootstrap)
+    for name in ("dsc_mean", "dsc_ci_low", "dsc_ci_high", "fold0/dsc_mean", "fold1/dsc_mean",
+                 "cldice_mean"):
         assert final[name] == pytest.approx(reported[name], abs=1e-6), name
     assert final["dsc_max_abs_diff_vs_parent"] < 1e-6
 
