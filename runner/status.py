@@ -18,7 +18,7 @@ from typing import Any
 
 import psutil
 
-from runner import contract, fields, reaper, run_warnings, slurm, sweep, tmux
+from runner import contract, fields, reaper, run_table, run_warnings, slurm, sweep, tmux
 from runner import tidy as tidy_module
 
 LAUNCH_WINDOW_SEC = 60.0
@@ -205,52 +205,10 @@ def run_status(run_dir: Path, *, now: float | None = None, host_boot: str | None
         _derive(run_dir, spec, now, host_boot or contract.boot_id(), info,
                 exec_running=sessions.wrapper_running(run_dir))
     if info["status"] != "invalid":
-        _table_fields(run_dir, spec, info, now)
+        run_table.add_fields(run_dir, spec, info, now)
     if tidy and info["status"] in (*contract.RECORDED_STATUSES, "dead"):
         info["notes"].extend(tidy_module.tidy(run_dir, spec, now))
     return info
-
-
-def _table_fields(run_dir: Path, spec: dict[str, Any] | None, info: dict[str, Any],
-                  now: float) -> None:
-    """What the run table shows of every run, live or ended: its place in a sweep, the last
-    step its heartbeat recorded, how long it ran (or has been running), and its headline
-    metric (the preset's first ``best``)."""
-    info["sweep_index"] = fields.integer((spec or {}).get("sweep_index"))
-    if info.get("step") is None and info["status"] in (*contract.RECORDED_STATUSES, "dead"):
-        # only the step is wanted: a heartbeat whose other fields are off still says it
-        beat = contract.read_json_or_none(run_dir / contract.HEARTBEAT)
-        if beat is not None and contract.check_schema_tag(beat, "heartbeat") is None:
-            info["step"] = fields.integer(beat.get("step"))
-    info["duration_s"] = _duration(info, now)
-    info["headline"] = _headline(spec, info)
-
-
-def _duration(info: dict[str, Any], now: float) -> float | None:
-    """Seconds from start to end (the summary's elapsed_s), or to now for a live run; both
-    ends read by this host's clock."""
-    if info.get("elapsed_s") is not None:
-        return float(info["elapsed_s"])
-    started_at = info.get("started_at")
-    if not isinstance(started_at, str) or info["status"] in (*contract.RECORDED_STATUSES,
-                                                              "dead"):
-        return None
-    try:
-        started = contract.parse_iso(started_at).timestamp()
-    except (ValueError, TypeError, OverflowError):
-        return None  # not started yet, or a time that does not parse
-    return round(max(0.0, now - started), 1)
-
-
-def _headline(spec: dict[str, Any] | None, info: dict[str, Any]) -> dict[str, Any] | None:
-    """The preset's first ``best`` metric with its best value once the run has ended."""
-    best = fields.obj(fields.obj(spec, "metrics"), "best")
-    name = next(iter(best), None)
-    if not isinstance(name, str) or best[name] not in ("min", "max"):
-        return None
-    value = fields.obj(info, "metrics_best").get(name)
-    return {"metric": fields.clip(name, 100), "goal": best[name],
-            "value": value if fields.number(value) is not None else None}
 
 
 def _derive(run_dir: Path, spec: dict[str, Any] | None, now: float, host_boot: str | None,
@@ -382,7 +340,7 @@ def _live_status(run_dir: Path, spec: dict[str, Any], now: float, beat: dict[str
         return info
     age = now - beat_mtime
     info.update(heartbeat_age_s=round(age, 2), step=fields.integer(beat.get("step")),
-                phase=shown_phase(fields.text(beat.get("phase"), 100),
+                phase=run_table.shown_phase(fields.text(beat.get("phase"), 100),
                                   fields.integer(beat.get("step"))),
                 rss_bytes=fields.integer(beat.get("rss_bytes")),
                 gpu_memory_bytes=fields.integer(beat.get("gpu_memory_bytes")),
@@ -394,12 +352,6 @@ def _live_status(run_dir: Path, spec: dict[str, Any], now: float, beat: dict[str
     else:
         info.update(status="running")
     return info
-
-
-def shown_phase(phase: str | None, step: int | None) -> str | None:
-    """The heartbeat's phase, made to agree with its step: a workload that reports steps but
-    never a phase of its own is past "starting" once its first step is in."""
-    return "running" if phase == "starting" and step is not None else phase
 
 
 def _service_status(beat: dict[str, Any], info: dict[str, Any]) -> None:

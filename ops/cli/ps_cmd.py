@@ -59,7 +59,9 @@ def _complete_preset(ctx: click.Context, param: click.Parameter, incomplete: str
 def ps_command(ctx: click.Context, statuses: tuple[str, ...], presets: tuple[str, ...],
                since: str | None, limit: int | None, watch: bool, interval: float,
                host: str | None, accept_new: bool) -> None:
-    """The newest runs on the host, one line each (the short form of `ops run list`)."""
+    """The newest runs, one line each.
+
+    The short form of `ops run list` (10 runs by default); --watch keeps it fresh."""
     target = target_for(ctx, load(ctx), host, accept_new)
     chosen = resolve.TableFilter(statuses, presets, since, limit)
     if watch:

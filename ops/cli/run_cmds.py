@@ -63,7 +63,10 @@ def submit_cmd(ctx: click.Context, preset_arg: str | None, preset: str | None,
                sets: tuple[str, ...], run_id: str | None,
                follow: bool, as_json: bool, skip_preflight: bool, dry_run: bool,
                host: str | None, accept_new: bool) -> None:
-    """Create a run directory and launch PRESET detached in tmux (a sweep: one run each)."""
+    """Launch a preset in a new run directory.
+
+    PRESET (or --preset) runs detached in tmux on the host; a sweep launches one run per
+    member."""
     preset = _one_preset(preset_arg, preset)
     if (preset is None) == (resume_id is None):
         raise UsageError("give exactly one of --preset and --resume")
@@ -135,8 +138,9 @@ def _dry_run(loaded: LoadedConfig, target: runs.Target, preset: str | None,
 def list_cmd(ctx: click.Context, statuses: tuple[str, ...], presets: tuple[str, ...],
              since: str | None, limit: int | None, as_json: bool, host: str | None,
              accept_new: bool) -> None:
-    """Every run on the host, newest first, one line each: the history (`ops ps` is the
-    short form)."""
+    """Every run on the host, newest first.
+
+    The history, one line each, with filters; `ops ps` is the short form."""
     found = resolve.listing(target_for(ctx, load(ctx), host, accept_new),
                             resolve.TableFilter(statuses, presets, since, limit))
     if as_json:
@@ -155,7 +159,9 @@ def list_cmd(ctx: click.Context, statuses: tuple[str, ...], presets: tuple[str, 
 @click.pass_context
 def status_cmd(ctx: click.Context, run_id: str | None, fetched: bool, as_json: bool,
                host: str | None, accept_new: bool) -> None:
-    """What is live now (and a count of the ended runs), or RUN_ID in detail: status, times,
+    """What is live now, or one run in detail.
+
+    Without RUN_ID: the live runs and a count of the ended ones. With it: status, times,
     heartbeat, failure with its traceback, final and best metrics, the log's last lines."""
     loaded = load(ctx)
     if fetched:
@@ -190,8 +196,10 @@ def _need(value: str | None, message: str) -> str:
 @click.pass_context
 def diff_cmd(ctx: click.Context, run_a: str, run_b: str, sections: tuple[str, ...],
              as_json: bool, host: str | None, accept_new: bool) -> None:
-    """What differs between two runs: config, command, code, env, data and metrics. A run is
-    a run dir path, a fetched run id, or a run id on the host."""
+    """What differs between two runs.
+
+    Config, command, code, env, data and metrics. A run is a run dir path, a fetched run id,
+    or a run id on the host."""
     loaded = load(ctx)
     artifacts = loaded.repo_root / loaded.config.storage.artifacts_dir
     opened: list[runs.Target] = []
@@ -237,7 +245,9 @@ def tail_cmd(ctx: click.Context, run_id: str, follow: bool, lines: int | None,
 @click.pass_context
 def cancel_cmd(ctx: click.Context, run_id: str, as_json: bool, host: str | None,
                accept_new: bool) -> None:
-    """Stop RUN_ID: SIGINT, then SIGTERM, then SIGKILL after the preset's grace period."""
+    """Stop a run (SIGINT, SIGTERM, then SIGKILL).
+
+    Each signal waits the preset's grace period before the next."""
     target = target_for(ctx, load(ctx), host, accept_new)
     run_id = resolve.resolve(target, run_id)
     result = runs.cancel(target, run_id)
@@ -258,7 +268,9 @@ def cancel_cmd(ctx: click.Context, run_id: str, as_json: bool, host: str | None,
 @click.pass_context
 def fetch_cmd(ctx: click.Context, run_id: str, dest: Path | None, with_checkpoints: bool,
               as_json: bool, host: str | None, accept_new: bool) -> None:
-    """Copy RUN_ID's run dir here: only new or changed files, resumable after a drop."""
+    """Copy a run directory here.
+
+    Only new or changed files are sent; resumable after a drop."""
     loaded = load(ctx)
     root = dest or loaded.repo_root / loaded.config.storage.artifacts_dir
     target = target_for(ctx, loaded, host, accept_new)
@@ -279,8 +291,10 @@ def fetch_cmd(ctx: click.Context, run_id: str, dest: Path | None, with_checkpoin
 @click.pass_context
 def open_cmd(ctx: click.Context, run_id: str, local_port: int, host: str | None,
              accept_new: bool) -> None:
-    """Reach a service run's port: print its URL (local host) or forward it here over SSH
-    until Ctrl-C."""
+    """Reach a service run's port.
+
+    On the local host it prints the URL; on an SSH host it forwards the port here until
+    Ctrl-C."""
     target = target_for(ctx, load(ctx), host, accept_new)
     forward.open_service(target, resolve.resolve(target, run_id), local_port, click.echo)
 

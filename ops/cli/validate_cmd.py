@@ -21,7 +21,9 @@ from ops.services.validation import required_files, validate_dir
               help="Print ops.validate/1: run_dir, ok, levels, violations and warnings.")
 @click.pass_context
 def validate_command(ctx: click.Context, run: str, deep: bool, as_json: bool) -> None:
-    """Check RUN, a run dir or the id (a prefix, @last, -1) of a local run or a fetched copy.
+    """Check a run directory against the contract.
+
+    RUN is a run dir, or the id (a prefix, @last, -1) of a local run or a fetched copy.
     Exit 0 when clean, 1 with every violation listed (file and rule), 2 on bad usage."""
     run_dir = local_run_dir(run, lambda: _roots(ctx))
     report = validate_dir(run_dir, deep=deep, required=required_files(project_config_option(ctx)))

@@ -1,0 +1,59 @@
+"""What the run table shows of every run, live or ended, beside its status: its place in a
+sweep, the last step its heartbeat recorded, how long it ran, its headline metric, and a
+phase that agrees with the step. Filled in by runner.status; values are checked, never
+trusted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from runner import contract, fields
+
+ENDED = (*contract.RECORDED_STATUSES, "dead")
+
+
+def add_fields(run_dir: Path, spec: dict[str, Any] | None, info: dict[str, Any],
+               now: float) -> None:
+    """Fill ``info`` (a status record that is not invalid) with the table's fields."""
+    info["sweep_index"] = fields.integer((spec or {}).get("sweep_index"))
+    if info.get("step") is None and info["status"] in ENDED:
+        # only the step is wanted: a heartbeat whose other fields are off still says it
+        beat = contract.read_json_or_none(run_dir / contract.HEARTBEAT)
+        if beat is not None and contract.check_schema_tag(beat, "heartbeat") is None:
+            info["step"] = fields.integer(beat.get("step"))
+    info["duration_s"] = _duration(info, now)
+    info["headline"] = _headline(spec, info)
+
+
+def _duration(info: dict[str, Any], now: float) -> float | None:
+    """Seconds from start to end (the summary's elapsed_s), or to now for a live run; both
+    ends read by this host's clock."""
+    if info.get("elapsed_s") is not None:
+        return float(info["elapsed_s"])
+    started_at = info.get("started_at")
+    if not isinstance(started_at, str) or info["status"] in ENDED:
+        return None
+    try:
+        started = contract.parse_iso(started_at).timestamp()
+    except (ValueError, TypeError, OverflowError):
+        return None  # not started yet, or a time that does not parse
+    return round(max(0.0, now - started), 1)
+
+
+def _headline(spec: dict[str, Any] | None, info: dict[str, Any]) -> dict[str, Any] | None:
+    """The preset's first ``best`` metric with its best value once the run has ended."""
+    best = fields.obj(fields.obj(spec, "metrics"), "best")
+    name = next(iter(best), None)
+    if not isinstance(name, str) or best[name] not in ("min", "max"):
+        return None
+    value = fields.obj(info, "metrics_best").get(name)
+    return {"metric": fields.clip(name, 100), "goal": best[name],
+            "value": value if fields.number(value) is not None else None}
+
+
+def shown_phase(phase: str | None, step: int | None) -> str | None:
+    """The heartbeat's phase, made to agree with its step: a workload that reports steps but
+    never a phase of its own is past "starting" once its first step is in."""
+    return "running" if phase == "starting" and step is not None else phase
