@@ -10,7 +10,7 @@ import click
 
 from ops.config.loader import LoadedConfig, load_config
 from ops.services.runs import Target
-from ops.services.target import open_target
+from ops.services.target import open_target, outputs_note
 
 
 def project_config_option(ctx: click.Context) -> Path | None:
@@ -30,7 +30,10 @@ def host_options(func: F) -> F:
     """--host and --accept-new, for every command that talks to a host."""
     func = click.option("--accept-new", is_flag=True,
                         help="Trust an unknown host key (stored in .ops/known_hosts).")(func)
+    from ops.cli.run_args import complete_host
+
     return click.option("--host", "-H", default=None, metavar="HOST",
+                        shell_complete=complete_host,
                         help="Host from project.json hosts, an ~/.ssh/config alias, "
                              "user@host[:port], or `local` (default: project.default_host, "
                              "else local).")(func)
@@ -42,4 +45,6 @@ def target_for(ctx: click.Context, loaded: LoadedConfig, host: str | None = None
     closed when the command ends."""
     target = open_target(loaded, host, accept_new=accept_new, need_runner=need_runner)
     ctx.call_on_close(target.close)
+    if note := outputs_note(loaded, target):  # runs the old rule put elsewhere: never lost
+        click.echo(note, err=True)
     return target
