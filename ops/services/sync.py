@@ -42,6 +42,7 @@ Method = Literal["bundle", "mirror", "archive", "present"]
 COMMITS_NS = "refs/ops/commits"
 SNAPSHOTS_NS = "refs/ops/snapshots"
 PR_NS = "refs/ops/pr"
+SHA_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 REUSE_DEPTH = 200  # how far back the first-parent history is searched for a tree to reuse
 FETCH_TIMEOUT_S = 300.0
 
@@ -120,8 +121,7 @@ def _out(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
 
 def resolve_local(repo_root: Path, ref: str, *, allow_dirty: bool = False) -> LocalCommit:
     """The commit ``ref`` names; a snapshot commit when it is the dirty checked-out tree."""
-    commit, branch = _resolve_ref(repo_root, ref)
-    current = _git(repo_root, "symbolic-ref", "-q", "--short", "HEAD", check=False).stdout.strip()
+    commit, branch, current = _resolve_ref(repo_root, ref)
     if ref in ("HEAD", "@"):
         branch = current or None
     checked_out = ref in ("HEAD", "@") or (branch is not None and branch == current)
@@ -135,12 +135,35 @@ def resolve_local(repo_root: Path, ref: str, *, allow_dirty: bool = False) -> Lo
     return LocalCommit(_snapshot(repo_root, commit), ref, branch, True, commit)
 
 
-def _resolve_ref(repo: Path, ref: str) -> tuple[str, str | None]:
-    """(commit, local branch name or None) of a ref."""
+def _resolve_ref(repo: Path, ref: str) -> tuple[str, str | None, str]:
+    """(commit, local branch name or None, the checked-out branch or "") of a ref: one git
+    process for a plain ref, the careful way (with its messages) when that does not answer."""
     if ref.startswith("pr:"):
-        return _fetch_pull_request(repo, ref[3:]), None
+        return _fetch_pull_request(repo, ref[3:]), None, _checked_out(repo)
     if not ref or ref.startswith("-"):
         raise UsageError(f"not a ref: {ref!r}")
+    # the commit, then HEAD's full name, then the ref's (none for a bare sha)
+    quick = _git(repo, "rev-parse", f"{ref}^{{commit}}", "--symbolic-full-name", "HEAD", ref,
+                 check=False)
+    lines = quick.stdout.split()
+    if quick.ok and len(lines) in (2, 3) and SHA_RE.fullmatch(lines[0]):
+        return lines[0], _branch(lines[2] if len(lines) == 3 else ""), _branch(lines[1]) or ""
+    commit, branch = _verified_ref(repo, ref)
+    return commit, branch, _checked_out(repo)
+
+
+def _checked_out(repo: Path) -> str:
+    """The checked-out branch, "" when HEAD is detached."""
+    head = _git(repo, "rev-parse", "--symbolic-full-name", "HEAD", check=False).stdout.strip()
+    return _branch(head) or ""
+
+
+def _branch(full_name: str) -> str | None:
+    return full_name.removeprefix("refs/heads/") if full_name.startswith("refs/heads/") else None
+
+
+def _verified_ref(repo: Path, ref: str) -> tuple[str, str | None]:
+    """(commit, local branch name or None) of a ref, or a clear error."""
     found = _git(repo, "rev-parse", "--verify", "-q", f"{ref}^{{commit}}", check=False)
     if not found.ok and not _git(repo, "rev-parse", "--git-dir", check=False).ok:
         raise UsageError(f"{repo} is not inside a git repository")
@@ -148,8 +171,7 @@ def _resolve_ref(repo: Path, ref: str) -> tuple[str, str | None]:
         raise UsageError(f"unknown ref {ref!r} in {repo}",
                          hint="give a branch, tag or commit of this repository, or pr:N")
     full = _git(repo, "rev-parse", "--symbolic-full-name", ref, check=False).stdout.strip()
-    branch = full.removeprefix("refs/heads/") if full.startswith("refs/heads/") else None
-    return found.stdout.strip(), branch
+    return found.stdout.strip(), _branch(full)
 
 
 def _fetch_pull_request(repo: Path, number: str) -> str:
@@ -237,8 +259,11 @@ def _send(host: SyncHost, repo: Path, home: str, commit: str, *, excludes: list[
     """Bundle what ``excludes`` lack and apply it: (what was sent, None), or (None, the
     host's state) when the host lacked what ``excludes`` and ``base`` assumed."""
     exclude_args = [f"^{sha}" for sha in excludes]
-    missing = int(_out(repo, "rev-list", "--count", commit, *exclude_args))
-    _git(repo, "update-ref", f"{COMMITS_NS}/{commit}", commit)
+    if excludes == [commit] == [base]:  # synced from here before: its ref is there already
+        missing = 0
+    else:
+        missing = int(_out(repo, "rev-list", "--count", commit, *exclude_args))
+        _git(repo, "update-ref", f"{COMMITS_NS}/{commit}", commit)
     payload = _bundle(repo, commit, exclude_args) if missing else None
     if payload:
         progress(f"sync {host.name}: sending {missing} commit(s), {human_size(len(payload))}")
@@ -262,9 +287,16 @@ def _bundle(repo: Path, commit: str, exclude_args: list[str]) -> bytes:
 
 
 def _synced_ancestor(repo: Path, commit: str) -> str | None:
-    """The nearest first-parent ancestor (or the commit itself) this clone synced before."""
-    synced = _out(repo, "for-each-ref", "--format=%(objectname)", COMMITS_NS)
-    return _nearest(repo, commit, synced.split()) if synced else None
+    """The nearest first-parent ancestor (or the commit itself) this clone synced before:
+    the first-parent history, each commit with its refs/ops/commits/ name if it has one."""
+    history = _out(repo, "log", "--no-show-signature", "--no-color", "--first-parent",
+                   f"--max-count={REUSE_DEPTH}", "--decorate=full",
+                   f"--decorate-refs={COMMITS_NS}/", "--format=%H%d", commit)
+    for line in history.splitlines():
+        sha, _, names = line.partition(" ")
+        if f"{COMMITS_NS}/{sha}" in names:
+            return sha
+    return None
 
 
 def _nearest(repo: Path, commit: str, candidates: list[str]) -> str | None:
