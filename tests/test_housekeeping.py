@@ -81,6 +81,8 @@ def yard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Yard]:
     pytest.param(["rm", "--yes", "live-1"], 4, "live-1 is running", id="live"),
     pytest.param(["rm", "--yes", "done-1", "live-1"], 4, "nothing was removed",
                  id="one-live-refuses-all"),
+    pytest.param(["rm", "--yes", "liv"], 4, "live-1 is running", id="prefix-of-a-live-run"),
+    pytest.param(["rm", "--yes", "-1"], 4, "live-1 is running", id="newest-is-live"),
     pytest.param(["rm", "--yes", "link-1"], 2, "symbolic link", id="symlink-out-of-root"),
     pytest.param(["rm", "--yes", "plain-1"], 2, "not a run dir", id="folder-not-a-run"),
     pytest.param(["rm", "--yes", "file-1"], 2, "not a directory", id="plain-file"),
@@ -161,7 +163,7 @@ def test_keep_best_then_remove_and_fetched_copies(yard: Yard, tmp_path: Path) ->
     assert gone.exit_code == 0, gone.stderr
     assert "removed 1 run(s)" in gone.stdout
     assert "worse-1" not in yard.entries() and "done-1" in yard.entries()
-    removed = yard.ops("run", "rm", "--yes", "done-1")
+    removed = yard.ops("run", "rm", "--yes", "done")  # a unique prefix
     assert removed.exit_code == 0 and "removed 1 run(s)" in removed.stdout
     assert "done-1" not in yard.entries()
     assert (yard.outside / "victim" / "spec.json").exists()  # a link inside was not followed

@@ -9,6 +9,7 @@ import click
 
 from ops.cli import render
 from ops.cli.context import host_options, load, target_for
+from ops.cli.run_args import RunIdCommand, complete_run_id
 from ops.config.loader import LoadedConfig
 from ops.errors import UsageError
 from ops.services import housekeeping as hk
@@ -50,8 +51,9 @@ def _finish(outcomes: list[hk.Outcome], as_json: bool) -> None:
         click.echo(hk.outcome_text(outcome))
 
 
-@click.command("rm")
-@click.argument("run_ids", nargs=-1, required=True, metavar="RUN_ID...")
+@click.command("rm", cls=RunIdCommand)
+@click.argument("run_ids", nargs=-1, required=True, metavar="RUN_ID...",
+                shell_complete=complete_run_id)
 @click.option("--fetched", is_flag=True,
               help="Remove the fetched copies under storage.artifacts_dir, not the host's runs.")
 @click.option("--yes", "-y", is_flag=True, help="Remove without asking.")
@@ -63,12 +65,14 @@ def rm_cmd(ctx: click.Context, run_ids: tuple[str, ...], fetched: bool, yes: boo
            dry_run: bool, as_json: bool, host: str | None, accept_new: bool) -> None:
     """Remove ended runs (never a live one); asks first.
 
-    A run is a run id on the host (or, with --fetched, a fetched copy). Every RUN_ID is
-    checked before any is removed: one live, missing or odd entry removes none."""
+    RUN_ID is a run on the host (with --fetched: a fetched copy): its id, a unique prefix,
+    @last or -N. Every one is checked before any is removed: one live, missing or odd entry
+    removes none."""
     loaded = load(ctx)
     target = None if fetched else target_for(ctx, loaded, host, accept_new)
     place = hk.places(target, _artifacts(loaded), "fetched" if fetched else "host")[0]
-    _apply([hk.remove_runs(place, run_ids, dry_run=True)], yes=yes, dry_run=dry_run,
+    chosen = hk.resolve_ids(place, run_ids)
+    _apply([hk.remove_runs(place, chosen, dry_run=True)], yes=yes, dry_run=dry_run,
            as_json=as_json)
 
 

@@ -18,6 +18,8 @@ from typing import Any
 
 from ops.errors import ConflictError, HostError, NotFoundError, OpsError, UsageError
 from ops.hosts.base import call_runner
+from ops.services import resolve
+from ops.services import runs as runs_service
 from ops.services.runs import Target
 from runner import housekeeping as runner_housekeeping
 from runner.verbs import VerbError
@@ -95,14 +97,25 @@ def _outcome(place: Place, answer: dict[str, Any], dry_run: bool) -> Outcome:
     return Outcome(place, dry_run, good, [k for k in kept if isinstance(k, dict)])
 
 
+def resolve_ids(place: Place, texts: Sequence[str]) -> list[str]:
+    """The run ids ``texts`` name in ``place``: an id, a unique prefix, @last or -N, against one
+    listing of the place. Anything with a '/' or a leading '.' is refused first."""
+    for text in texts:
+        if "/" in text or text.startswith("."):
+            raise UsageError(f"{text!r} is not a run id (a run id has no '/' and does not "
+                             "start with '.')")
+    if place.target is not None:
+        found = resolve.newest_first(runs_service.list_runs(place.target))
+    else:
+        found = resolve.newest_first(resolve.local_runs(Path(place.root)))
+    ids = resolve.usable_ids(found)
+    return [resolve.match(text, ids) or text for text in texts]
+
+
 def remove_runs(place: Place, run_ids: Sequence[str], *, dry_run: bool) -> Outcome:
     """Remove (or, dry, check and list) exactly these runs; one refusal removes none."""
     if not run_ids:
         return Outcome(place, dry_run)
-    for run_id in run_ids:
-        if "/" in run_id or run_id.startswith("."):
-            raise UsageError(f"{run_id!r} is not a run id (a run id has no '/' and does not "
-                             "start with '.')")
     args = ["--rm", *run_ids, *(["--dry-run"] if dry_run else [])]
     return _outcome(place, _ask(place, args), dry_run)
 
