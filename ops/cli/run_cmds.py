@@ -47,7 +47,9 @@ def run_group() -> None:
 @click.option("--allow-dirty", is_flag=True,
               help="Sync uncommitted changes as a snapshot commit instead of refusing.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override a preset value (typed against the preset); repeatable.")
+              help="Override a preset value (typed against the preset); repeatable. "
+                   "KEY=A,B makes a grid: one run per combination, as a sweep; "
+                   "'KEY=\"a,b\"' (a JSON string) is one value with a comma.")
 @click.option("--run-id", default=None, help="Run id (default: <preset>-<UTC time>-<4 hex>).")
 @click.option("--follow", "-f", is_flag=True, help="Tail the log; exit with the run's outcome.")
 @click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
