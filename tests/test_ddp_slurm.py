@@ -67,7 +67,7 @@ def test_srun_argv_maps_slurm_numbering_to_torch_ranks() -> None:
 
 
 def test_sbatch_asks_for_a_task_a_rank_only_for_srun() -> None:
-    spec = {"run_id": "r1", "launcher": "slurm", "workload": TWO,
+    spec: dict[str, Any] = {"run_id": "r1", "launcher": "slurm", "workload": TWO,
             "slurm": {"options": {"gpus": 2, "cpus_per_task": 1}}}
     argv = slurm.sbatch_argv(Path("/runs/r1"), spec)
     assert "--ntasks-per-node=2" in argv and "--gpus=2" in argv
