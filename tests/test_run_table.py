@@ -268,3 +268,15 @@ def test_the_detail_is_safe_and_shows_folds() -> None:
     assert "wandb          abc https://wandb.example/abc" in text
     assert "heartbeat      last step 12, phase ended (3.5s ago)" in text
     assert "  | \\x1b[31mred" in text and "  | last" in text
+
+
+@pytest.mark.parametrize("schema", ["run_list", "run_status"])
+def test_the_table_fields_and_service_statuses_are_in_the_schemas(schema: str) -> None:
+    record = {"run_id": "svc-1", "status": "serving", "notes": [], "started_at": None,
+              "duration_s": 12.5, "sweep_index": 0, "metrics_best": {"loss": 0.1},
+              "headline": {"metric": "loss", "goal": "min", "value": None}}
+    jsonschema.validate({"schema": f"ops.{schema}/1", "runs": [record]}, load_schema(schema))
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"schema": f"ops.{schema}/1", "runs": [
+            {**record, "headline": {"metric": "loss", "goal": "up", "value": 1}}]},
+            load_schema(schema))
