@@ -16,10 +16,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from ops.errors import UsageError
 from ops.services.housekeeping import parse_age, size_text
+from runner.schemas import load_schema
 
 from .conftest import Result, base_config
 
@@ -109,6 +111,7 @@ def test_dry_run_lists_only_ended_run_dirs(yard: Yard) -> None:
     result = yard.ops("run", "gc", "--older-than", "0s", "--dry-run", "--scope", "host",
                       "--json")
     assert result.exit_code == 0, result.stderr
+    jsonschema.validate(result.json(), load_schema("run_housekeeping"))
     (place,) = result.json()["places"]
     assert place["dry_run"] is True
     assert [r["run_id"] for r in place["runs"]] == ["done-1"]
@@ -151,8 +154,10 @@ def test_keep_best_then_remove_and_fetched_copies(yard: Yard, tmp_path: Path) ->
     copies = yard.root / "artifacts" / "runs"
     assert (copies / "worse-1" / "spec.json").exists()
     (yard.runs / "done-1" / "escape").symlink_to(yard.outside / "victim")
-    plan = yard.ops("run", "gc", "--older-than", "0s", "--keep-best", "1", "--dry-run",
-                    "--json").json()["places"]
+    doc = yard.ops("run", "gc", "--older-than", "0s", "--keep-best", "1", "--dry-run",
+                   "--json").json()
+    jsonschema.validate(doc, load_schema("run_housekeeping"))
+    plan = doc["places"]
     host, local = plan
     assert [r["run_id"] for r in host["runs"]] == ["worse-1"]
     assert [(k["run_id"], k["reason"]) for k in host["kept"]] == \
