@@ -6,12 +6,15 @@ trusted.
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
 from runner import contract, fields
 
 ENDED = (*contract.RECORDED_STATUSES, "dead")
+METRICS_TAIL = 16384  # bytes of metrics.jsonl read for a live run's latest headline value
 
 
 def add_fields(run_dir: Path, spec: dict[str, Any] | None, info: dict[str, Any],
@@ -25,6 +28,8 @@ def add_fields(run_dir: Path, spec: dict[str, Any] | None, info: dict[str, Any],
             info["step"] = fields.integer(beat.get("step"))
     info["duration_s"] = _duration(info, now)
     info["headline"] = _headline(spec, info)
+    if info["headline"] is not None and info["status"] not in ENDED:
+        info["headline"]["last"] = last_value(run_dir, info["headline"]["metric"])
 
 
 def _duration(info: dict[str, Any], now: float) -> float | None:
@@ -57,3 +62,25 @@ def shown_phase(phase: str | None, step: int | None) -> str | None:
     """The heartbeat's phase, made to agree with its step: a workload that reports steps but
     never a phase of its own is past "starting" once its first step is in."""
     return "running" if phase == "starting" and step is not None else phase
+
+
+def last_value(run_dir: Path, name: str) -> float | int | None:
+    """The latest finite value of metric ``name`` in the last lines of metrics.jsonl (a
+    bounded read of a regular file; a torn or foreign line is skipped)."""
+    try:
+        with contract.open_regular(run_dir / contract.METRICS) as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - METRICS_TAIL))
+            data = fh.read(METRICS_TAIL)
+    except (OSError, contract.ContractError):
+        return None
+    for line in reversed(data.splitlines()[1:] if len(data) == METRICS_TAIL else
+                         data.splitlines()):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        value = fields.obj(record, "metrics").get(name) if isinstance(record, dict) else None
+        if fields.number(value) is not None:
+            return value
+    return None

@@ -93,9 +93,20 @@ def test_a_live_run_has_a_duration_and_a_phase_that_matches_its_step(
     beat = json.loads((run_dir / contract.HEARTBEAT).read_text())
     contract.atomic_write_json(run_dir / contract.HEARTBEAT,
                                {**beat, "phase": "starting", "step": 7, "ts": contract.iso()})
+    spec = json.loads((run_dir / contract.SPEC).read_text())
+    spec["metrics"] = {"best": {"loss": "min", "dice": "max"}}
+    contract.atomic_write_json(run_dir / contract.SPEC, spec)
+    (run_dir / contract.METRICS).write_bytes(
+        b'{"step": 6, "metrics": {"loss": 0.5}}\n{"step": 7, "metrics": {"loss": 0.25, '
+        b'"dice": 0.1}}\n{"step": 7, "metrics": {"dice": 0.2}}\n{"step": 8, "metr')
     info = status.run_status(run_dir)
     assert info["status"] == "running" and info["step"] == 7 and info["phase"] == "running"
     assert 80 < info["duration_s"] < 600
+    assert info["headline"] == {"metric": "loss", "goal": "min", "value": None, "last": 0.25}
+    assert render.headline(info["headline"]) == "loss 0.25 (now)"
+    (run_dir / contract.METRICS).unlink()
+    os.mkfifo(run_dir / contract.METRICS)  # never opened, never blocks
+    assert status.run_status(run_dir)["headline"]["last"] is None
 
 
 # -- the table through the command line ------------------------------------------------------

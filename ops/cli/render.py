@@ -157,10 +157,16 @@ def number(value: Any) -> str:
 
 
 def headline(value: Any) -> str:
-    """The preset's headline metric, as `name value` (`name -` until it has a value)."""
+    """The preset's headline metric: `name best` once the run ended, `name last (now)` while
+    it runs, `name -` before it has a value."""
     if not isinstance(value, dict) or not isinstance(value.get("metric"), str):
         return "-"
-    shown = number(value["value"]) if value.get("value") is not None else "-"
+    if value.get("value") is not None:
+        shown = number(value["value"])
+    elif type(value.get("last")) in (int, float):
+        shown = f"{number(value['last'])} (now)"
+    else:
+        shown = "-"
     return f"{_cell(value['metric'], 24)} {shown}"
 
 
