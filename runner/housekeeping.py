@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner import contract, fields, reaper, redact, status
+from runner import contract, fields, reaper, redact, status, sweep
 from runner.verbs import VerbError
 
 REMOVABLE = (*contract.RECORDED_STATUSES, "dead", "invalid")  # what `rm` takes when named
@@ -66,11 +66,14 @@ def answer(args: argparse.Namespace) -> dict[str, Any]:
     else:
         chosen, kept = collect(root, args.older_than_s, args.keep_best, copies=args.copies)
     listed = [entry.to_json() for entry in chosen]
+    sweeps: list[str] = []
     if not args.dry_run:
         for entry in chosen:
             remove(root, entry)
+        sweeps = tidy_sweeps(root) if chosen else []
     return {"root": str(root), "dry_run": bool(args.dry_run),
-            ("would_remove" if args.dry_run else "removed"): listed, "kept": kept}
+            ("would_remove" if args.dry_run else "removed"): listed, "kept": kept,
+            "sweeps_removed": sweeps}
 
 
 def run_dir_problem(root: Path, run_id: str) -> tuple[str, str] | None:
@@ -221,6 +224,30 @@ def remove(root: Path, entry: RunEntry) -> None:
     store = root / redact.STORE_DIR / f"{entry.run_id}.json"
     if store.is_file() and not store.is_symlink():
         store.unlink()
+
+
+def tidy_sweeps(root: Path) -> list[str]:
+    """Delete the records of sweeps none of whose members is left (the sweep file, its
+    driver record and log; regular files only); the sweep ids removed."""
+    folder = root / sweep.SWEEPS_DIR
+    if folder.is_symlink() or not folder.is_dir():
+        return []
+    removed = []
+    for path in sorted(folder.glob("*.json")):
+        sweep_id = path.name[:-len(".json")]
+        if sweep_id.endswith(".driver") or not contract.RUN_ID_RE.fullmatch(sweep_id):
+            continue
+        members = (contract.read_json_or_none(path) or {}).get("members")
+        if not isinstance(members, list) or any(
+                isinstance(m, str) and contract.RUN_ID_RE.fullmatch(m)
+                and os.path.lexists(root / m) for m in members):
+            continue
+        for leftover in (path, sweep.driver_file(root, sweep_id),
+                         folder / f"{sweep_id}.driver.log"):
+            if leftover.is_file() and not leftover.is_symlink():
+                leftover.unlink()
+        removed.append(sweep_id)
+    return removed
 
 
 def dir_bytes(path: Path) -> int:

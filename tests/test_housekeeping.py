@@ -21,6 +21,7 @@ import pytest
 
 from ops.errors import UsageError
 from ops.services.housekeeping import parse_age, size_text
+from runner.housekeeping import tidy_sweeps
 from runner.schemas import load_schema
 
 from .conftest import Result, base_config
@@ -176,3 +177,20 @@ def test_keep_best_then_remove_and_fetched_copies(yard: Yard, tmp_path: Path) ->
     copy = yard.ops("run", "rm", "--fetched", "--yes", "worse-1")
     assert copy.exit_code == 0, copy.stderr
     assert not (copies / "worse-1").exists()
+
+
+def test_sweep_records_go_with_their_last_member(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside.log"
+    sweeps = root / ".sweeps"
+    sweeps.mkdir(parents=True)
+    (root / "here-1").mkdir()
+    outside.write_text("not ops's\n")
+    records = {"gone": ["gone-1", "gone-2"], "half": ["gone-3", "here-1"], "odd": "x"}
+    for sweep_id, members in records.items():
+        (sweeps / f"{sweep_id}.json").write_text(json.dumps({"members": members}))
+        (sweeps / f"{sweep_id}.driver.json").write_text("{}")
+    (sweeps / "gone.driver.log").symlink_to(outside)
+    assert tidy_sweeps(root) == ["gone"]
+    assert sorted(p.name for p in sweeps.iterdir()) == [
+        "gone.driver.log", "half.driver.json", "half.json", "odd.driver.json", "odd.json"]
+    assert outside.read_text() == "not ops's\n"  # a link is never followed nor removed

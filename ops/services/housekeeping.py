@@ -55,10 +55,11 @@ class Outcome:
     dry_run: bool
     runs: list[dict[str, Any]] = field(default_factory=list)  # removed, or would be
     kept: list[dict[str, Any]] = field(default_factory=list)
+    sweeps_removed: list[str] = field(default_factory=list)  # records left with no member
 
     def to_json(self) -> dict[str, Any]:
         return {"where": self.place.label, "root": self.place.root, "dry_run": self.dry_run,
-                "runs": self.runs, "kept": self.kept}
+                "runs": self.runs, "kept": self.kept, "sweeps_removed": self.sweeps_removed}
 
     @property
     def run_ids(self) -> list[str]:
@@ -94,7 +95,9 @@ def _outcome(place: Place, answer: dict[str, Any], dry_run: bool) -> Outcome:
     if not isinstance(listed, list) or not isinstance(kept, list):
         raise HostError(f"the runner on {place.label} answered housekeeping without a list")
     good = [r for r in listed if isinstance(r, dict) and isinstance(r.get("run_id"), str)]
-    return Outcome(place, dry_run, good, [k for k in kept if isinstance(k, dict)])
+    sweeps = answer.get("sweeps_removed")
+    return Outcome(place, dry_run, good, [k for k in kept if isinstance(k, dict)],
+                   [str(s)[:128] for s in sweeps] if isinstance(sweeps, list) else [])
 
 
 def resolve_ids(place: Place, texts: Sequence[str]) -> list[str]:
@@ -146,4 +149,7 @@ def outcome_text(outcome: Outcome) -> str:
     lines += [f"  {r['run_id']}  {r.get('status')}  ended {r.get('ended_at') or '?'}  "
               f"{size_text(int(r.get('bytes') or 0))}" for r in outcome.runs]
     lines += [f"  kept {k.get('run_id')}: {k.get('reason')}" for k in outcome.kept]
+    if outcome.sweeps_removed:
+        lines.append(f"  and the records of {len(outcome.sweeps_removed)} sweep(s) left "
+                     "without members")
     return "\n".join(lines)
