@@ -136,6 +136,9 @@ def ops_cli(project: Project, capsys: pytest.CaptureFixture[str],
     pytest.param(["run", "status", "gamma"], 3, "no run 'gamma'", id="unknown"),
     pytest.param(["run", "status", "../x"], 2, "invalid run id", id="path-like"),
     pytest.param(["run", "tail", "@last", "-n", "1"], 0, "line 29", id="tail-at-last"),
+    pytest.param(["run", "diff", "alp", "-1", "--json"], 0, '"run_id": "beta-2"',
+                 id="diff-prefix-and-minus-1"),
+    pytest.param(["run", "fetch", "-2", "--json"], 0, '"run_id": "beta-1"', id="fetch-minus-2"),
     pytest.param(["validate", "-1"], None, "beta-2", id="validate-minus-1"),
     pytest.param(["validate", "alp", "--json"], None, "alpha-1", id="validate-prefix"),
     pytest.param(["validate", "nothing"], 3, "no run 'nothing'", id="validate-unknown"),
@@ -201,3 +204,13 @@ def test_the_install_line_prints_a_bash_script(project: Project) -> None:
     done = subprocess.run([sys.executable, "-m", "ops"], env=env, capture_output=True,
                           text=True, timeout=60, check=False)
     assert done.returncode == 0 and "complete -o nosort -F _ops_completion ops" in done.stdout
+
+
+def test_a_fetched_copy_by_prefix_and_at_last(ops_cli: OpsCall) -> None:
+    assert ops_cli("run", "fetch", "alpha-1")[0] == 0
+    code, out, err = ops_cli("run", "status", "alp", "--fetched", "--json")
+    assert code == 0, err
+    assert json.loads(out)["runs"][0]["run_id"] == "alpha-1"
+    code, out, _ = ops_cli("run", "status", "@last", "--fetched")  # the only fetched copy
+    assert code == 0 and "alpha-1" in out
+    assert ops_cli("run", "status", "beta", "--fetched")[0] == 3  # not fetched: not found
