@@ -467,7 +467,7 @@ class FetchTools:
 
 
 def fetch_rounds(tools: FetchTools, expected: tuple[int, int], repeats: int,
-                 work: Path) -> dict[str, list[float]]:
+                 work: Path, budget_s: float = FETCH_BUDGET_S) -> dict[str, list[float]]:
     """One warm-up round, then ``repeats`` measured rounds (fewer when the warm-up shows they
     would not fit the budget); the tools take turns within a round."""
     by_name: dict[str, Callable[[Path], None]] = {OPS: tools.ops, "scp -r": tools.scp,
@@ -493,24 +493,24 @@ def fetch_rounds(tools: FetchTools, expected: tuple[int, int], repeats: int,
             os.sync()  # the next tool does not pay for this one's writeback
         if round_no == 0:
             warm_up = time.perf_counter() - round_started
-            fits = max(1, int(FETCH_BUDGET_S / warm_up))
+            fits = max(1, int(budget_s / warm_up))
             if fits < repeats:
                 print(f"    warm-up round took {warm_up:.0f} s: {fits} measured round(s) "
-                      f"instead of {repeats} (budget {FETCH_BUDGET_S:.0f} s)")
+                      f"instead of {repeats} (budget {budget_s:.0f} s)")
                 repeats = fits
         round_no += 1
     return samples
 
 
 def bench_fetch(pod: Pod, template: Path, results: Results, *, small: int, size_mb: int,
-                repeats: int) -> None:
+                repeats: int, budget_s: float = FETCH_BUDGET_S) -> None:
     root = pod.work / "pod-fetch"
     made, (run_id, n_files, n_bytes) = timed(lambda: make_fetch_run(template, root, small,
                                                                     size_mb))
     print(f"\n[2] fetch: {run_id}: {n_files} files, {n_bytes / 1e6:.0f} MB "
           f"(made in {made:.1f} s)")
     tools = FetchTools(pod, pod.load(), root, run_id)
-    samples = fetch_rounds(tools, (n_files, n_bytes), repeats, pod.work / "fetched")
+    samples = fetch_rounds(tools, (n_files, n_bytes), repeats, pod.work / "fetched", budget_s)
     mids = {name: median(values) for name, values in samples.items()}
     for name, values in samples.items():
         print(f"    {name:28} {', '.join(f'{s:.2f}' for s in values)} s -> median "
@@ -631,6 +631,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="size of the one big checkpoint in the fetched run dir (MB)")
     parser.add_argument("--status-repeats", type=int, default=5)
     parser.add_argument("--fetch-repeats", type=int, default=5)
+    parser.add_argument("--fetch-budget", type=float, default=FETCH_BUDGET_S,
+                        help="seconds of measured fetch rounds (fewer rounds past it)")
     parser.add_argument("--submits", type=int, default=5)
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: 100 runs, 200 small files, 20 MB, fewer repeats")
@@ -653,7 +655,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench_status(pod, template, args.runs, args.status_repeats, results)
         if template is not None and "fetch" in only:
             bench_fetch(pod, template, results, small=args.small_files, size_mb=args.size_mb,
-                        repeats=args.fetch_repeats)
+                        repeats=args.fetch_repeats, budget_s=args.fetch_budget)
         if "submit" in only:
             bench_submit(pod, args.submits, results)
     total = time.perf_counter() - started

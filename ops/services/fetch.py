@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 
 from ops.errors import HostError, NotFoundError
 from ops.hosts.base import call_runner
+from ops.services.fetch_stream import PipeTarReader, pipe_fd
 from ops.services.runs import Target
 from runner import contract
 
@@ -162,7 +163,12 @@ def _prune_partial(dest: Path) -> None:
 
 def _receive(stream: BinaryIO, dest: Path, wanted: dict[str, dict[str, Any]],
              result: FetchResult, advance: Progress | None) -> None:
+    fd = pipe_fd(stream)
+    if fd is not None:  # OpenSSH's stdout: headers here, bytes moved by the kernel
+        _receive_pipe(PipeTarReader(fd), dest, wanted, result, advance)
+        return
     partial_root = dest / PARTIAL
+    made: set[Path] = set()  # directories known to exist: one mkdir each, not one a file
     try:
         # one big buffered read at a time: tarfile's own reads are 10 KiB, and each read
         # through paramiko's Python code is slow (measured: 60 MB/s unbuffered, 2x rsync's time)
@@ -172,7 +178,7 @@ def _receive(stream: BinaryIO, dest: Path, wanted: dict[str, dict[str, Any]],
                 # regular files that were asked for, nothing else: no links, devices, dirs
                 if member.name not in wanted or member.type not in _FILE_TYPES:
                     raise HostError(f"fetch: unexpected entry {member.name!r} in the stream")
-                final = _place(tar, member, partial_root, dest, advance)
+                final = _place(tar, member, partial_root, dest, advance, made=made)
                 result.files_fetched.append(member.name)
                 result.bytes_fetched += final
     except HostError:
@@ -181,6 +187,48 @@ def _receive(stream: BinaryIO, dest: Path, wanted: dict[str, dict[str, Any]],
         raise HostError(f"fetch of {dest.name} was interrupted: {exc}",
                         hint="run the same command again: it resumes with what is missing "
                              f"({len(result.files_fetched)} files already in place)") from exc
+
+
+def _receive_pipe(reader: PipeTarReader, dest: Path, wanted: dict[str, dict[str, Any]],
+                  result: FetchResult, advance: Progress | None) -> None:
+    """_receive for a pipe: the same checks, the same partial-then-rename placing."""
+    partial_root = dest / PARTIAL
+    made: set[Path] = set()
+    try:
+        for member in reader.members():
+            if member.name not in wanted or member.type not in _FILE_TYPES:
+                raise HostError(f"fetch: unexpected entry {member.name!r} in the stream")
+            rel = _safe_rel(member.name)
+            partial = partial_root / rel
+            _mkdir(partial.parent, made)
+            try:
+                fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW,
+                             0o644)
+                try:
+                    written = reader.copy_to(fd, advance)
+                finally:
+                    os.close(fd)
+                os.utime(partial, (member.mtime, member.mtime))
+            except BaseException:
+                partial.unlink(missing_ok=True)  # never leave a piece of a file behind
+                raise
+            _mkdir((dest / rel).parent, made)
+            os.replace(partial, dest / rel)
+            result.files_fetched.append(member.name)
+            result.bytes_fetched += written
+    except HostError:
+        raise
+    except Exception as exc:
+        raise HostError(f"fetch of {dest.name} was interrupted: {exc}",
+                        hint="run the same command again: it resumes with what is missing "
+                             f"({len(result.files_fetched)} files already in place)") from exc
+
+
+def _safe_rel(name: str) -> PurePosixPath:
+    rel = PurePosixPath(name)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise HostError(f"fetch: refusing path {name!r}")
+    return rel
 
 
 class _Chunks(io.RawIOBase):
@@ -198,13 +246,17 @@ class _Chunks(io.RawIOBase):
         return len(data)
 
 
+def _mkdir(path: Path, made: set[Path]) -> None:
+    if path not in made:
+        path.mkdir(parents=True, exist_ok=True)
+        made.add(path)
+
+
 def _place(tar: tarfile.TarFile, member: tarfile.TarInfo, partial_root: Path, dest: Path,
-           advance: Progress | None) -> int:
-    rel = PurePosixPath(member.name)
-    if rel.is_absolute() or ".." in rel.parts:
-        raise HostError(f"fetch: refusing path {member.name!r}")
+           advance: Progress | None, *, made: set[Path]) -> int:
+    rel = _safe_rel(member.name)
     partial = partial_root / rel
-    partial.parent.mkdir(parents=True, exist_ok=True)
+    _mkdir(partial.parent, made)
     source = tar.extractfile(member)
     if source is None:
         raise HostError(f"fetch: {member.name} has no data")
@@ -226,7 +278,7 @@ def _place(tar: tarfile.TarFile, member: tarfile.TarInfo, partial_root: Path, de
     # listing is compared against what actually arrived, and fetched again next time
     os.utime(partial, (member.mtime, member.mtime))
     final = dest / rel
-    final.parent.mkdir(parents=True, exist_ok=True)
+    _mkdir(final.parent, made)
     os.replace(partial, final)
     return written
 

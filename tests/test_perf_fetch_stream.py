@@ -1,0 +1,104 @@
+"""fetch's pipe reader (ops.services.fetch_stream): a tar stream from the runner's `pack`
+format read off a real pipe, file bytes spliced into files; hostile streams are clean errors."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import pytest
+
+from ops.errors import HostError
+from ops.services.fetch_stream import PipeTarReader, pipe_fd
+
+
+def pax_tar(entries: list[tuple[str, bytes]], *, kind: bytes = tarfile.REGTYPE) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in entries:
+            info = tarfile.TarInfo(name)
+            info.type, info.size, info.mtime = kind, len(data), 1_700_000_000.25
+            if kind == tarfile.SYMTYPE:
+                info.size, info.linkname = 0, "/etc/passwd"
+            tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+    return buf.getvalue()
+
+
+@contextmanager
+def piped(data: bytes) -> Iterator[int]:
+    """A real pipe with ``data`` written into it by a thread (bigger than a pipe buffer)."""
+    read_fd, write_fd = os.pipe()
+
+    def feed() -> None:
+        with suppress(BrokenPipeError), os.fdopen(write_fd, "wb") as out:
+            out.write(data)
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    try:
+        yield read_fd
+    finally:
+        os.close(read_fd)
+        writer.join()
+
+
+def read_all(fd: int, into: Path) -> dict[str, tuple[bytes, float]]:
+    got = {}
+    reader = PipeTarReader(fd)
+    for member in reader.members():
+        path = into / member.name.replace("/", "_")
+        out = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            assert reader.copy_to(out) == member.size
+        finally:
+            os.close(out)
+        got[member.name] = (path.read_bytes(), member.mtime)
+    return got
+
+
+def test_files_arrive_whole_with_pax_names_and_mtimes(tmp_path: Path) -> None:
+    big = os.urandom(3 * 2**20 + 7)
+    long_name = "out/" + "d" * 150 + "/ünïcode.json"
+    entries = [("summary.json", b'{"ok": true}\n'), (long_name, b"x" * 513), ("empty", b""),
+               ("checkpoints/last.pt", big)]
+    with piped(pax_tar(entries)) as fd:
+        got = read_all(fd, tmp_path)
+    assert {name: data for name, (data, _) in got.items()} == dict(entries)
+    assert {mtime for _, mtime in got.values()} == {1_700_000_000.25}
+
+
+def test_the_kind_of_each_entry_is_reported(tmp_path: Path) -> None:
+    with piped(pax_tar([("link", b"")], kind=tarfile.SYMTYPE)) as fd:
+        members = list(PipeTarReader(fd).members())
+    assert [(m.name, m.type) for m in members] == [("link", tarfile.SYMTYPE)]
+
+
+@pytest.mark.parametrize("cut", [100, 512 + 700, 4096 + 10], ids=["header", "pax", "data"])
+def test_a_truncated_stream_is_a_clean_error(tmp_path: Path, cut: int) -> None:
+    data = pax_tar([("a.bin", os.urandom(20_000))])
+    with piped(data[:cut]) as fd, pytest.raises(HostError, match="stream ended"):
+        read_all(fd, tmp_path)
+
+
+def test_garbage_is_refused(tmp_path: Path) -> None:
+    with piped(b"\x01" * 512 + b"\0" * 1024) as fd, pytest.raises(HostError, match="malformed"):
+        read_all(fd, tmp_path)
+    trailing = pax_tar([("a", b"1")]) + b"surprise"
+    with piped(trailing) as fd, pytest.raises(HostError, match="after the end"):
+        read_all(fd, tmp_path)
+
+
+def test_only_pipes_take_this_path(tmp_path: Path) -> None:
+    regular = tmp_path / "f"
+    regular.write_bytes(b"")
+    with regular.open("rb") as fh:
+        assert pipe_fd(fh) is None
+    assert pipe_fd(io.BytesIO()) is None
+    read_fd, write_fd = os.pipe()
+    with os.fdopen(read_fd, "rb") as fh, os.fdopen(write_fd, "wb"):
+        assert pipe_fd(fh) == read_fd
