@@ -248,3 +248,27 @@ def test_cancel_stops_both_ranks_together(seg_ddp: Project) -> None:
     pids = [*launchers, *ranks.values()]
     seg_ddp.wait_for(lambda: not [p for p in pids if _alive(p)], timeout=30)
     assert _run_processes("ddp-c") == []
+
+
+@pytest.mark.timeout(300)
+def test_a_hung_rank_times_out_the_process_group_and_fails_the_run(seg_ddp: Project) -> None:
+    """A rank that stops answering (SIGSTOP) does not hold the others in a collective forever:
+    after dist_timeout the waiting rank fails, torchrun ends the rest, the run reads failed."""
+    started = seg_ddp.ops("run", "submit", "-p", "seg2_long", "--run-id", "ddp-h",
+                          "--set", "dist_timeout=3")
+    assert started.exit_code == 0, started.stderr
+    seg_ddp.wait_for(lambda: bool(list(seg_ddp.root.glob("runs/*/ddp-h")))
+                     or seg_ddp.run_dir("ddp-h").is_dir(), timeout=30)
+    run_dir = _run_dir(seg_ddp, "ddp-h")
+    metrics = run_dir / "metrics.jsonl"
+    seg_ddp.wait_for(lambda: metrics.exists() and "train_loss" in metrics.read_text(),
+                     timeout=120)
+    launchers, ranks = _ranks(run_dir)
+    assert sorted(ranks) == [0, 1], ranks
+    os.kill(ranks[1], signal.SIGSTOP)
+    seg_ddp.wait_for((run_dir / "summary.json").exists, timeout=120)
+    assert _summary(run_dir)["status"] == "failed"
+    assert "Timed out" in (run_dir / "stdout.log").read_text()
+    pids = [*launchers, *ranks.values()]
+    seg_ddp.wait_for(lambda: not [p for p in pids if _alive(p)], timeout=30)
+    assert _run_processes("ddp-h") == []
