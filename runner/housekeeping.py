@@ -68,8 +68,7 @@ def answer(args: argparse.Namespace) -> dict[str, Any]:
     listed = [entry.to_json() for entry in chosen]
     sweeps: list[str] = []
     if not args.dry_run:
-        for entry in chosen:
-            remove(root, entry)
+        remove_all(root, chosen)
         sweeps = tidy_sweeps(root) if chosen else []
     return {"root": str(root), "dry_run": bool(args.dry_run),
             ("would_remove" if args.dry_run else "removed"): listed, "kept": kept,
@@ -214,6 +213,19 @@ def _ended(path: Path, summary: dict[str, Any] | None, *, copies: bool) -> float
         return os.lstat(marker if os.path.lexists(marker) else path).st_mtime
     except OSError:
         return None
+
+
+def remove_all(root: Path, entries: list[RunEntry]) -> None:
+    """Remove each entry in turn; an OS error stops there and says what was done."""
+    done: list[str] = []
+    for entry in entries:
+        try:
+            remove(root, entry)
+        except OSError as exc:
+            raise VerbError("failed", f"{entry.run_id} could not be removed: "
+                                      f"{exc.strerror or exc}; removed before it: "
+                                      f"{', '.join(done) or 'none'}") from exc
+        done.append(entry.run_id)
 
 
 def remove(root: Path, entry: RunEntry) -> None:

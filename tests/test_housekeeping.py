@@ -21,8 +21,10 @@ import pytest
 
 from ops.errors import UsageError
 from ops.services.housekeeping import parse_age, size_text
-from runner.housekeeping import tidy_sweeps
+from runner import housekeeping as runner_housekeeping
+from runner.housekeeping import RunEntry, remove_all, tidy_sweeps
 from runner.schemas import load_schema
+from runner.verbs import VerbError
 
 from .conftest import Result, base_config
 
@@ -194,3 +196,27 @@ def test_sweep_records_go_with_their_last_member(tmp_path: Path) -> None:
     assert sorted(p.name for p in sweeps.iterdir()) == [
         "gone.driver.log", "half.driver.json", "half.json", "odd.driver.json", "odd.json"]
     assert outside.read_text() == "not ops's\n"  # a link is never followed nor removed
+
+
+def test_a_removal_that_fails_says_what_was_done(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """As root (the test machine) a permission error cannot be made on demand: rmtree is
+    made to fail for the second run, as a read-only filesystem would."""
+    entries = []
+    for name in ("a-1", "b-1", "c-1"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "spec.json").write_text("{}")
+        entries.append(RunEntry(name, tmp_path / name, "completed", None))
+    real = runner_housekeeping.shutil.rmtree
+
+    def flaky(path: Path) -> None:
+        if Path(path).name == "b-1":
+            raise PermissionError(13, "Read-only file system")
+        real(path)
+
+    monkeypatch.setattr(runner_housekeeping.shutil, "rmtree", flaky)
+    with pytest.raises(VerbError, match="b-1 could not be removed: Read-only file system; "
+                                        "removed before it: a-1") as info:
+        remove_all(tmp_path, entries)
+    assert info.value.kind == "failed"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b-1", "c-1"]
