@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -102,3 +103,12 @@ def test_only_pipes_take_this_path(tmp_path: Path) -> None:
     read_fd, write_fd = os.pipe()
     with os.fdopen(read_fd, "rb") as fh, os.fdopen(write_fd, "wb"):
         assert pipe_fd(fh) == read_fd
+
+
+def test_a_local_stream_with_a_chatty_stderr_does_not_stall() -> None:
+    from ops.hosts.local import LocalHost
+
+    chatty = [sys.executable, "-c",
+              "import sys; sys.stderr.write('e' * 300000); sys.stdout.write('done')"]
+    with LocalHost().stream(chatty) as out:
+        assert out.read() == b"done"

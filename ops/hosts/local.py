@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,17 +47,21 @@ class LocalHost:
 
     @contextmanager
     def stream(self, argv: Sequence[str], *, input_bytes: bytes = b"") -> Iterator[BinaryIO]:
-        proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=scrubbed_env())
-        assert proc.stdin is not None and proc.stdout is not None  # noqa: S101 - PIPE given
-        proc.stdin.write(input_bytes)
-        proc.stdin.close()
-        try:
-            yield proc.stdout  # type: ignore[misc]  # Popen types its pipes as IO[bytes]
-        finally:
-            proc.stdout.close()
-            code = proc.wait()
-            stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        """stdout as a pipe; stderr into a temp file, so that a chatty command cannot fill a
+        pipe nobody reads and stall."""
+        with tempfile.TemporaryFile() as errors:
+            proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=errors, env=scrubbed_env())
+            assert proc.stdin is not None and proc.stdout is not None  # noqa: S101 - PIPEs
+            proc.stdin.write(input_bytes)
+            proc.stdin.close()
+            try:
+                yield proc.stdout  # type: ignore[misc]  # Popen types its pipes as IO[bytes]
+            finally:
+                proc.stdout.close()
+                code = proc.wait()
+                errors.seek(0)
+                stderr = errors.read().decode(errors="replace")
         if code != 0:
             raise HostCommandError(ExecResult(self.name, tuple(argv), code, "", stderr))
 
