@@ -20,10 +20,12 @@ from ops.errors import NotFoundError, UsageError
 from ops.services import resolve
 from runner import contract
 
+from . import test_remote_runs
 from .conftest import REPO, Project
 from .report_runs import FakeRun, write_run
 
 IDS = ["beta-2", "beta-1", "alpha-1"]  # newest first
+remote_pod = test_remote_runs.pod  # the pod fixture (this machine through sshd), by name
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -214,3 +216,17 @@ def test_a_fetched_copy_by_prefix_and_at_last(ops_cli: OpsCall) -> None:
     code, out, _ = ops_cli("run", "status", "@last", "--fetched")  # the only fetched copy
     assert code == 0 and "alpha-1" in out
     assert ops_cli("run", "status", "beta", "--fetched")[0] == 3  # not fetched: not found
+
+
+@pytest.mark.ssh
+def test_prefixes_and_at_last_over_ssh(remote_pod: Project) -> None:
+    """The same names resolved by the pod's runner through a real sshd (one listing each)."""
+    pod = remote_pod
+    _runs(pod)  # pod.runs is the pod's outputs root (this machine, reached through sshd)
+    shown = pod.ops("run", "status", "alp")
+    assert shown.exit_code == 0, shown.stderr
+    assert "run            alpha-1" in shown.stdout
+    assert "run            beta-2" in pod.ops("run", "status", "-1").stdout
+    ambiguous = pod.ops("run", "status", "beta")
+    assert ambiguous.exit_code == 2 and "beta-2" in ambiguous.stderr
+    assert _complete(pod, "ops run tail b") == ["beta-2", "beta-1"]
