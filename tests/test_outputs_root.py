@@ -143,3 +143,23 @@ def test_runs_inside_the_checkout_never_make_it_dirty(project: Project) -> None:
     assert status.stdout == ""
     meta = json.loads((project.run_dir("clean-2") / "run_metadata.json").read_text())
     assert meta["git"]["dirty"] is False
+
+
+def test_config_show_lists_pods_with_their_own_root_or_the_project_default(
+        project: Project) -> None:
+    from ops.pods.state import PodRecord, PodStore
+
+    project.write_config(_plain(project))
+    assert not (project.root / ".ops").exists()
+    project.ops("config", "show")
+    assert not (project.root / ".ops").exists()  # showing the config creates nothing there
+    store = PodStore(project.root)
+    store.add(PodRecord(name="p-own", provider="ssh", label="x", outputs_dir="/vol/runs"))
+    store.add(PodRecord(name="p-default", provider="ssh", label="y"))
+    roots = project.ops("config", "show", "--json").json()["outputs_roots"]
+    pods = {r["host"]: (r["kind"], r["path"], r["setting"], r["source"]) for r in roots
+            if r["kind"] == "pod"}
+    assert pods == {
+        "p-own": ("pod", "/vol/runs", "pod record", ".ops/pods.json"),
+        "p-default": ("pod", f"/mnt/runs/{PROJECT_NAME}", "project.remote_outputs_dir",
+                      "default")}
