@@ -301,7 +301,9 @@ def connect_timed(pod: Pod, loaded: LoadedConfig, phases: dict[str, float]) -> T
     (`ensure_runner`: one probe exec on a warm host)."""
     start = time.perf_counter()
     target = open_target(loaded, pod.alias, need_runner=False)
-    target.host.transport  # type: ignore[attr-defined]  # noqa: B018 - connects now
+    host: Any = target.host
+    if not host._use_mux():  # the shared OpenSSH master, else paramiko: connected now
+        host.transport  # noqa: B018 - connects now
     phases["connect"] = time.perf_counter() - start
     python = loaded.config.hosts[pod.alias].python
     phases["runner check"], _ = timed(
