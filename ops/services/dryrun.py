@@ -18,7 +18,7 @@ from ops.services.preflight import run_preflight
 from ops.services.runs import Target, checked_runs
 from ops.services.spec import secret_values
 from ops.services.submit import _spec as submit_spec
-from runner import contract
+from runner import contract, slurm
 from runner.workload_command import build_argv, placeholder_values
 
 # overrides a run's length is proportional to, in the order they are looked for
@@ -35,7 +35,8 @@ def dry_run(loaded: LoadedConfig, target: Target, preset: str, sets: Sequence[st
                        code=code_info(loaded.repo_root))
     run_dir = PurePosixPath(target.paths.outputs_root) / run_id
     python = "python3"
-    argv = build_argv(spec["workload"], placeholder_values(spec, run_dir, python))  # type: ignore[arg-type]
+    argv = build_argv(spec["workload"], placeholder_values(spec, run_dir, python),  # type: ignore[arg-type]
+                      slurm.rank_options(spec))
     check = run_preflight(loaded, target, preset)
     estimate = estimate_for(target, preset, dict(resolved.preset.overrides),
                             str(check.get("gpu_model") or "cpu"),

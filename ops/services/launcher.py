@@ -12,6 +12,7 @@ from typing import Any
 
 from ops.config.loader import LoadedConfig
 from ops.config.models import CommandPreset, HostConfig, SlurmResources
+from runner.workload_command import rank_launcher
 
 
 def _options(resources: SlurmResources) -> dict[str, Any]:
@@ -21,9 +22,12 @@ def _options(resources: SlurmResources) -> dict[str, Any]:
 
 def slurm_block(host: HostConfig, preset: CommandPreset) -> dict[str, Any]:
     options = {**_options(host.slurm), **_options(preset.resources)}
-    if preset.distributed is not None and "gpus" not in options:
+    distributed = preset.distributed
+    workload = {"distributed": distributed.model_dump(mode="json") if distributed else None}
+    # torchrun in one task needs a CPU a rank; srun gives each rank a task of its own
+    if distributed is not None and rank_launcher(workload, options) == "torchrun":
         options["cpus_per_task"] = max(int(options.get("cpus_per_task") or 1),
-                                       preset.distributed.nproc_per_node)
+                                       distributed.nproc_per_node)
     return {"options": options, "extra": list(host.slurm.extra),
             "signal_before_s": host.slurm.signal_before_s, "job_id": None}
 
