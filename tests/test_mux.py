@@ -196,3 +196,20 @@ def test_the_master_carries_none_of_our_environment(
     environ = Path(f"/proc/{master_pid(host)}/environ").read_bytes()
     assert canary.encode() not in environ and b"OPS_TEST_TOKEN" not in environ
     assert b"HOME=" in environ  # what ssh itself needs is there
+
+
+def test_the_master_prefers_aes_gcm_among_openssh_defaults(
+        ssh_alias: SshAlias, connect: Callable[..., SSHHost]) -> None:
+    from ops.hosts.mux import FAST_CIPHERS, aes_in_hardware
+
+    if not aes_in_hardware():
+        pytest.skip("no AES in hardware: OpenSSH's own order stays")
+    host = connect(ssh_alias.name)
+    assert host.exec(["true"]).ok
+    argv = Path(f"/proc/{master_pid(host)}/cmdline").read_bytes().split(b"\0")
+    assert f"Ciphers={FAST_CIPHERS}".encode() in argv
+    defaults = subprocess.run(["ssh", "-F", "/dev/null", "-G", "x"], capture_output=True,
+                              text=True, check=True).stdout
+    default_set = next(line.split()[1] for line in defaults.splitlines()
+                       if line.startswith("ciphers "))
+    assert set(FAST_CIPHERS.split(",")) == set(default_set.split(","))  # reordered, not weaker

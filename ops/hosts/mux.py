@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -63,6 +64,25 @@ SSH_ENV = ("HOME", "USER", "LOGNAME", "PATH", "SSH_AUTH_SOCK", "TMPDIR", "LANG",
 
 def ssh_env() -> dict[str, str]:
     return {k: os.environ[k] for k in SSH_ENV if k in os.environ}
+
+
+# OpenSSH's default ciphers, AES-GCM first: with AES in hardware it takes about half the CPU
+# of chacha20-poly1305 (the default first choice) per byte, which is what bulk fetches spend
+FAST_CIPHERS = ("aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,"
+                "aes128-ctr,aes192-ctr,aes256-ctr")
+
+
+@functools.cache
+def aes_in_hardware() -> bool:
+    """False only where we can tell there is none (Linux without the `aes` CPU flag)."""
+    try:
+        with open("/proc/cpuinfo", "rb") as fh:
+            info = fh.read(1 << 16)
+    except OSError:
+        return True
+    flags = b" ".join(line for line in info.splitlines()
+                      if line.startswith((b"flags", b"Features")))
+    return not flags or b" aes" in flags
 
 
 def enabled() -> bool:
@@ -243,6 +263,8 @@ class Mux:
                 "ForwardAgent=no", "ForwardX11=no", "PermitLocalCommand=no", "LogLevel=ERROR"]
         if target.identities_only:
             opts.append("IdentitiesOnly=yes")
+        if aes_in_hardware():
+            opts.append(f"Ciphers={FAST_CIPHERS}")
         argv = ["-F", "/dev/null", "-T", "-S", str(self.socket)]
         for opt in opts:
             argv += ["-o", opt]
