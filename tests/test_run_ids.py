@@ -230,3 +230,27 @@ def test_prefixes_and_at_last_over_ssh(remote_pod: Project) -> None:
     ambiguous = pod.ops("run", "status", "beta")
     assert ambiguous.exit_code == 2 and "beta-2" in ambiguous.stderr
     assert _complete(pod, "ops run tail b") == ["beta-2", "beta-1"]
+
+
+class _NoRoundTrips:
+    """A host that fails the test when asked anything."""
+
+    name = "nowhere"
+
+    def exec(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(f"a round trip was made: {args}")
+
+    def runner_argv(self) -> list[str]:
+        raise AssertionError("a round trip was about to be made")
+
+
+def test_a_whole_id_as_ops_makes_them_costs_no_round_trip() -> None:
+    from ops.services.runs import Target
+    from ops.services.spec import HostPaths
+
+    paths = HostPaths("/nonexistent/runs", "/nonexistent/home")
+    target = Target(_NoRoundTrips(), paths)  # type: ignore[arg-type]
+    whole = "toy-20260101T000000-ab12"
+    assert resolve.resolve(target, whole) == whole
+    with pytest.raises(AssertionError, match="round trip"):
+        resolve.resolve(target, "toy-2026")  # a prefix needs the listing

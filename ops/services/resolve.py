@@ -25,6 +25,8 @@ from runner import contract
 # click does not take it for an option: see ops.cli.run_args)
 RECENT_RE = re.compile(r"@last|[-@]([1-9][0-9]{0,5})")
 CANDIDATES_SHOWN = 10
+# a whole id as ops makes them (<preset>-<UTC time>-<4 hex>): taken as typed, no listing
+FULL_ID_RE = re.compile(r".+-[0-9]{8}T[0-9]{6}-[0-9a-f]{4}")
 
 
 class AmbiguousRunError(UsageError):
@@ -146,10 +148,13 @@ def _check_id(text: str) -> None:
 
 
 def resolve(target: Target, text: str) -> str:
-    """The run id ``text`` names on the host (one round trip). Text that matches no run is
-    returned as is, so the command reports the missing run in its own words."""
+    """The run id ``text`` names on the host (one round trip, none for a whole id as ops
+    makes them). Text that matches no run is returned as is, so the command reports the
+    missing run in its own words."""
     if not RECENT_RE.fullmatch(text):
         _check_id(text)
+        if FULL_ID_RE.fullmatch(text):
+            return text  # pasted whole: the command's own round trip finds it or says so
     ids = usable_ids(newest_first(runs_service.list_runs(target)))
     if not ids and RECENT_RE.fullmatch(text):
         raise NotFoundError(f"{spelled(text)}: no runs in {where(target)}")
