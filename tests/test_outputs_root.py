@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import pytest
 
+from ops.config.loader import load_config
+from ops.errors import ConfigError
 from runner.schemas import load_schema
 
 from .conftest import PROJECT_NAME, Project, base_config
@@ -163,3 +166,17 @@ def test_config_show_lists_pods_with_their_own_root_or_the_project_default(
         "p-own": ("pod", "/vol/runs", "pod record", ".ops/pods.json"),
         "p-default": ("pod", f"/mnt/runs/{PROJECT_NAME}", "project.remote_outputs_dir",
                       "default")}
+
+
+def test_an_outputs_dir_with_a_nul_is_a_config_error_not_a_traceback(tmp_path: Path) -> None:
+    config = tmp_path / "configs" / "ops" / "project.json"
+    config.parent.mkdir(parents=True)
+    for field, where in (("local_outputs_dir", "project"), ("remote_outputs_dir", "project"),
+                         ("outputs_dir", "hosts.h")):
+        doc: dict[str, Any] = {"project": {"name": "d"}, "hosts": {"h": {"address": "x"}}}
+        section = doc["project"] if where == "project" else doc["hosts"]["h"]
+        section[field] = "runs\x00evil"
+        config.write_text(json.dumps(doc))
+        with pytest.raises(ConfigError) as caught:
+            load_config(config)
+        assert f"{where}.{field}: must not contain a NUL" in "\n".join(caught.value.details)

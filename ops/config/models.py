@@ -85,10 +85,10 @@ class _Closed(BaseModel):
 class ProjectSection(_Closed):
     name: Name
     """Project name: part of every outputs root and of W&B defaults."""
-    remote_outputs_dir: str | None = None
+    remote_outputs_dir: ArgText | None = None
     """Root of run directories on a remote host that sets no outputs_dir of its own; default
     /mnt/runs/<name>. Never used for host `local`."""
-    local_outputs_dir: str = Field("runs", min_length=1)
+    local_outputs_dir: ArgText = Field("runs", min_length=1)
     """Where host `local` keeps run directories: <repo>/<this>/<name>, whoever runs ops (an
     absolute path replaces <repo>/<this>)."""
     default_host: str | None = None
@@ -194,7 +194,7 @@ class Distributed(_Closed):
 class HostConfig(_Closed):
     address: str = Field(min_length=1)
     """ssh alias from ~/.ssh/config, or user@host[:port]."""
-    outputs_dir: str | None = None
+    outputs_dir: ArgText | None = None
     """Outputs root on this host; default project.remote_outputs_dir, else /mnt/runs/<name>."""
     ops_home: str | None = None
     """ops home on this host; default project.ops_home."""
