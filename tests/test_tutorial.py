@@ -121,6 +121,7 @@ def test_the_tutorial_has_commands_and_declares_every_skip() -> None:
 
 
 @pytest.mark.tmux
+@pytest.mark.timeout(300)  # ~20 ops commands and 5 runs: about 30 s idle, 2 min at load 13
 def test_tutorial_commands_run_as_written(tmp_path: Path) -> None:
     if shutil.which("tmux") is None or shutil.which("git") is None:
         pytest.skip("tmux and git are needed (CI installs them)")
@@ -137,7 +138,7 @@ def test_tutorial_commands_run_as_written(tmp_path: Path) -> None:
     env.pop("OPS_PROJECT_CONFIG", None)
     try:
         proc = subprocess.run(["bash", "-c", script], cwd=repo, env=env, capture_output=True,
-                              text=True, timeout=240, check=False)
+                              text=True, timeout=280, check=False)
     finally:
         subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, check=False)
     texts, codes = _outputs(proc.stdout)
