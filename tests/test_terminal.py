@@ -139,7 +139,8 @@ def test_piped_the_same_commands_have_no_colour(runs: Project) -> None:
 
 def test_one_run_in_detail_colours_its_status(runs: Project, pane: Pane) -> None:
     pane.start(_ops_line(runs, "run", "status", "bad"))
-    screen = pane.wait_for(lambda text: "rc=" in text)
+    pane.wait_for(lambda text: "rc=" in text)
+    screen = pane.screen(history=True)  # the detail is taller than the pane
     assert "rc=0" in screen and RED_FAILED.search(screen), screen
     piped = runs.ops("run", "status", "bad")
     assert "status         failed" in piped.stdout and "\x1b" not in piped.stdout
