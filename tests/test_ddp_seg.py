@@ -74,12 +74,9 @@ def seg_ddp(project: Project, tmp_path: Path) -> Project:
 
 
 def _run_dir(project: Project, run_id: str) -> Path:
-    """Where the run is: the fixture's outputs root, or the checkout's runs/<project>/ (the
-    local outputs root moves into the checkout in issue 8)."""
-    for candidate in (project.run_dir(run_id), *project.root.glob(f"runs/*/{run_id}")):
-        if candidate.is_dir():
-            return candidate
-    raise AssertionError(f"no run dir for {run_id}")
+    run_dir = project.run_dir(run_id)
+    assert run_dir.is_dir(), f"no run dir for {run_id} in {run_dir.parent}"
+    return run_dir
 
 
 def _summary(run_dir: Path) -> dict[str, Any]:
