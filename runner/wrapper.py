@@ -22,7 +22,7 @@ from typing import Any
 
 import psutil
 
-from runner import __version__, contract, gpu, reaper, redact, slurm, snapshots
+from runner import __version__, contract, early_signals, gpu, reaper, redact, slurm, snapshots
 from runner import service as svc
 from runner import workload_command as wc
 from runner.envpolicy import scrubbed_env
@@ -80,6 +80,8 @@ class Wrapper:
         # handlers first: a TERM that arrives while the run is set up (SLURM, a quick cancel)
         # stops the workload as soon as it exists instead of killing the wrapper
         self._install_signal_handlers()
+        for signum in early_signals.received()[:1]:  # arrived before the handlers were up
+            self._on_signal(signum, None)
         workload = self.spec["workload"]
         secrets = self.store.env
         files = [wc.render(f, self.values) for f in self.spec.get("secrets", {}).get("files", [])]

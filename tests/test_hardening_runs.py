@@ -20,7 +20,7 @@ import pytest
 
 from runner import contract, seal, verbs
 
-from .conftest import WORKLOADS, Project, base_config
+from .conftest import REPO, WORKLOADS, Project, base_config
 
 pytestmark = pytest.mark.tmux
 HOSTILE = str(WORKLOADS / "hostile.py")
@@ -344,3 +344,25 @@ def test_a_term_while_the_run_is_set_up_ends_it_killed(tmp_path: Path) -> None:
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "killed" and summary["written_by"] == "wrapper"
     assert summary["failure"]["class"] == "cancelled"
+
+
+def test_a_term_that_arrived_before_the_wrapper_was_ready_is_replayed(tmp_path: Path) -> None:
+    """`python -m runner exec` holds stop signals from its first line; the wrapper acts on one
+    that arrived while it was still loading (here: sent before the wrapper is even imported)
+    instead of running the workload to the end."""
+    from .test_kill_safety import make_run
+
+    run_dir = make_run(tmp_path / "t", "held-term")
+    script = ("import os, signal, sys\n"
+              "from pathlib import Path\n"
+              "from runner import early_signals\n"
+              "early_signals.hold()\n"
+              "os.kill(os.getpid(), signal.SIGTERM)\n"
+              "from runner.wrapper import exec_run\n"
+              "sys.exit(exec_run(Path(sys.argv[1])))\n")
+    done = subprocess.run([sys.executable, "-c", script, str(run_dir)], cwd=REPO,
+                          stdin=subprocess.DEVNULL, capture_output=True, timeout=60, check=False)
+    assert done.returncode != -signal.SIGTERM, done.stderr[-2000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "killed" and summary["failure"]["class"] == "cancelled"
+    assert summary["failure"]["message"] == "stopped on SIGTERM"
