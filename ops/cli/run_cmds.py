@@ -71,7 +71,8 @@ def submit_cmd(ctx: click.Context, preset_arg: str | None, preset: str | None,
     member."""
     preset = _one_preset(preset_arg, preset)
     if (preset is None) == (resume_id is None):
-        raise UsageError("give exactly one of --preset and --resume")
+        raise UsageError("give exactly one of --preset and --resume",
+                         hint="the preset may come first too: ops run submit PRESET")
     if from_id and resume_id:
         raise UsageError("--from goes with --preset (an eval preset), not with --resume")
     loaded = load(ctx)
@@ -81,18 +82,8 @@ def submit_cmd(ctx: click.Context, preset_arg: str | None, preset: str | None,
         return
     if not skip_preflight:
         preflight.require_pass(preflight.run_preflight(loaded, target, preset))
-    from_id = from_id and resolve.resolve(target, from_id)
-    resume_id = resume_id and resolve.resolve(target, resume_id)
-    code = submit.CodeChoice(ref, allow_dirty)
-    if from_id:
-        done = evaluation.submit_from(loaded, target, str(preset), from_id, sets,
-                                      run_id=run_id, debug=debug, code=code)
-    elif resume_id:
-        done = submit.resume(loaded, target, resume_id, sets, run_id=run_id, debug=debug,
-                             code=code)
-    else:
-        done = submit.submit(loaded, target, str(preset), sets, run_id=run_id, debug=debug,
-                             code=code)
+    done = _launch(loaded, target, preset, sets, from_id=from_id, resume_id=resume_id,
+                   run_id=run_id, debug=debug, code=submit.CodeChoice(ref, allow_dirty))
     if as_json:
         render.echo_json(done.to_json())
     else:
@@ -102,6 +93,22 @@ def submit_cmd(ctx: click.Context, preset_arg: str | None, preset: str | None,
             if note := submit.member_note(done, index):
                 click.echo(note, err=True)
             runs.raise_for_outcome(_follow(target, member))
+
+
+def _launch(loaded: LoadedConfig, target: runs.Target, preset: str | None,
+            sets: tuple[str, ...], *, from_id: str | None, resume_id: str | None,
+            run_id: str | None, debug: bool, code: submit.CodeChoice) -> submit.Submitted:
+    """A new run of PRESET, an eval of FROM_ID's checkpoint, or a resume of RESUME_ID (the
+    two ids may be prefixes, @last or -N)."""
+    if from_id:
+        return evaluation.submit_from(loaded, target, str(preset),
+                                      resolve.resolve(target, from_id), sets, run_id=run_id,
+                                      debug=debug, code=code)
+    if resume_id:
+        return submit.resume(loaded, target, resolve.resolve(target, resume_id), sets,
+                             run_id=run_id, debug=debug, code=code)
+    return submit.submit(loaded, target, str(preset), sets, run_id=run_id, debug=debug,
+                         code=code)
 
 
 def _one_preset(positional: str | None, option: str | None) -> str | None:
