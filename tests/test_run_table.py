@@ -291,3 +291,29 @@ def test_the_table_fields_and_service_statuses_are_in_the_schemas(schema: str) -
         jsonschema.validate({"schema": f"ops.{schema}/1", "runs": [
             {**record, "headline": {"metric": "loss", "goal": "up", "value": 1}}]},
             load_schema(schema))
+
+
+def test_watch_shows_a_host_that_did_not_answer_and_asks_again(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from ops.cli.ps_cmd import watch_runs
+    from ops.hosts.base import ConnectionLostError
+
+    answers: list[Any] = [ConnectionLostError("connection reset"),
+                          resolve.Listing([{"run_id": "r1", "status": "running"}], "/o on p", 1)]
+    sleeps: list[float] = []
+
+    def produce() -> resolve.Listing:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer  # type: ignore[no-any-return]
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if not answers:
+            raise KeyboardInterrupt  # Ctrl-C after the second frame
+
+    watch_runs(produce, 0.5, sleep)  # piped: one frame after another, Ctrl-C ends quietly
+    out = capsys.readouterr().out
+    assert "the host did not answer: connection reset (asking again)" in out
+    assert out.index("asking again") < out.index("r1") and sleeps == [0.5, 0.5]

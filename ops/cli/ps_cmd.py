@@ -14,6 +14,7 @@ import click
 
 from ops.cli import render
 from ops.cli.context import host_options, load, target_for
+from ops.errors import HostError
 from ops.services import resolve
 
 STATUSES = ("launching", "queued", "running", "stalled", "starting", "serving", "unhealthy",
@@ -74,9 +75,16 @@ def show_listing(found: resolve.Listing) -> None:
     render.show_runs(found.runs, found.empty_text())
 
 
-def _frame(found: resolve.Listing, interval: float) -> Any:
+def _frame(produce: Callable[[], resolve.Listing], interval: float) -> Any:
+    """One redraw: a header line and the table; a host that fails this once (a dropped
+    connection) is shown as such, and the next redraw asks again."""
     from rich.text import Text
 
+    try:
+        found = produce()
+    except HostError as exc:
+        return Text(f"{time.strftime('%H:%M:%S')}, every {interval:g}s (Ctrl-C to stop)\n"
+                    f"the host did not answer: {exc.message} (asking again)", end="")
     head = Text(f"{time.strftime('%H:%M:%S')}, every {interval:g}s (Ctrl-C to stop): "
                 f"{found.where}\n", style="dim", end="")
     body = render.styled_table(render.run_rows(found.runs), render.RUN_HEADERS) \
@@ -95,10 +103,10 @@ def watch_runs(produce: Callable[[], resolve.Listing], interval: float,
 
             with Live(console=out, auto_refresh=False, redirect_stderr=False) as live:
                 while True:
-                    live.update(_frame(produce(), interval), refresh=True)
+                    live.update(_frame(produce, interval), refresh=True)
                     sleep(interval)
         while True:
-            out.print(_frame(produce(), interval))
+            out.print(_frame(produce, interval))
             out.print()
             sys.stdout.flush()
             sleep(interval)
