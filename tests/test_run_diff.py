@@ -140,7 +140,7 @@ def test_diff_sections_over_synthetic_runs(tmp_path: Path) -> None:
 
 
 def test_status_detail_text_is_safe_and_shows_folds() -> None:
-    from ops.report.detail import detail_text
+    from ops.cli.render_run import detail_text
 
     run = {"run_id": "r", "status": "completed", "reason": None,
            "stdout_tail": ["ok", "\x1b[2J\x1b]0;evil\x07title"], "notes": ["a\nb"],
@@ -154,4 +154,4 @@ def test_status_detail_text_is_safe_and_shows_folds() -> None:
     assert "  fold 0   0.5 [0.4, 0.6]" in text and "  fold 1   0.7" in text
     assert "overall  0.6" in text and "non-finite" in text
     assert "wandb          abc https://wandb.example/abc" in text
-    assert "heartbeat      3.5 s ago, step 12, phase train" in text
+    assert "heartbeat      last step 12, phase ended (3.5s ago)" in text

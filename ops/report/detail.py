@@ -10,7 +10,7 @@ from typing import Any
 
 from ops.errors import NotFoundError, UsageError
 from ops.report import sources
-from ops.report.table import fmt_duration, fmt_number
+from ops.report.table import fmt_number
 from ops.services.runs import Target
 from runner import contract, report_data
 from runner.report_data import Want
@@ -110,52 +110,3 @@ def printable(value: Any, limit: int = TEXT_LIMIT) -> str:
     breaks) shown escaped, long text clipped."""
     text = CONTROL_RE.sub(lambda m: repr(m.group())[1:-1], str(value))
     return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def _kv(lines: list[str], key: str, value: Any) -> None:
-    if value is not None and value != "":
-        lines.append(f"{key:14} {printable(value)}")
-
-
-def detail_text(run: dict[str, Any]) -> str:
-    lines: list[str] = []
-    _kv(lines, "run", run.get("run_id"))
-    status = str(run.get("status"))
-    _kv(lines, "status", f"{status}: {run['reason']}" if run.get("reason") else status)
-    for key in ("preset", "kind", "run_dir", "started_at", "ended_at"):
-        _kv(lines, key, run.get(key))
-    if isinstance(run.get("elapsed_s"), (int, float)):
-        _kv(lines, "elapsed", fmt_duration(run["elapsed_s"]))
-    beat = run.get("heartbeat") or {}
-    if beat:
-        _kv(lines, "heartbeat", f"{beat.get('age_s')} s ago, step {beat.get('step')}, phase "
-                                f"{beat.get('phase')}")
-    git = run.get("git") or {}
-    _kv(lines, "git", (git.get("commit") or "")[:12] + ("*" if git.get("dirty") else ""))
-    wandb = run.get("wandb") or {}
-    if wandb.get("run_id") or wandb.get("url"):
-        _kv(lines, "wandb", " ".join(str(wandb[k]) for k in ("run_id", "url") if wandb.get(k)))
-    _kv(lines, "tmux", run.get("tmux_session") and
-        f"{run['tmux_session']} ({'alive' if run.get('tmux_alive') else 'gone'})")
-    failure = run.get("failure")
-    if failure:
-        _kv(lines, "failure", f"{failure.get('class')}: {failure.get('message')}")
-    gpus = run.get("gpus_now") or []
-    _kv(lines, "gpus now", "; ".join(f"{g.get('index')}: {g.get('name')}" for g in gpus)
-        or "none visible")
-    table = fold_table(run.get("metrics_final") or {})
-    finals = run.get("metrics_final") or {}
-    flat = {k: v for k, v in finals.items() if not FOLD_KEY_RE.fullmatch(k) and "/" not in k}
-    hidden = len(finals) - len(flat) - sum(1 for k in finals if FOLD_KEY_RE.fullmatch(k))
-    if table or flat:
-        lines.append("metrics:")
-        lines += [f"  {line}" for line in table]
-        lines += [f"  {printable(k, 40):20} {_metric(v)}" for k, v in flat.items()]
-        if hidden:
-            lines.append(f"  ({hidden} more per-fold values: --json)")
-    tail = run.get("stdout_tail") or []
-    if tail:
-        lines.append(f"stdout.log (last {len(tail)} lines):")
-        lines += [f"  | {printable(line, 500)}" for line in tail]
-    lines += [f"note: {printable(n)}" for n in run.get("notes") or []]
-    return "\n".join(lines)

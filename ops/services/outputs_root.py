@@ -166,11 +166,6 @@ def earlier_runs_note(loaded: LoadedConfig) -> str | None:
             f"local runs now live in {new} (`mv {old}/* {new}/` brings them here)")
 
 
-def nothing_found(outputs_root: str, host: str) -> str:
-    """What a listing that found no run says: where it looked."""
-    return f"no runs (looked in {outputs_root} on {host})"
-
-
 def all_outputs_roots(loaded: LoadedConfig) -> list[OutputsRoot]:
     """outputs_roots for `local`, the configured hosts and the pods of .ops/pods.json (read
     only when it exists: showing the config creates nothing)."""
