@@ -299,8 +299,9 @@ def test_defaults() -> None:
         (["torchrun", "x.py"], None, False),
         (["torchrun", "x.py"], True, True),
         (["python", "x.py"], False, False),
+        (["{python}", "x.py"], None, True),
     ],
-    ids=["python3", "abs-path", "other", "explicit-true", "explicit-false"],
+    ids=["python3", "abs-path", "other", "explicit-true", "explicit-false", "placeholder"],
 )
 def test_is_python(command: list[str], python: bool | None, expected: bool) -> None:
     preset = CommandPreset(kind="command", command=command, python=python)

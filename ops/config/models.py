@@ -316,10 +316,11 @@ class CommandPreset(_Closed):
         return value
 
     def is_python(self) -> bool:
-        """Whether the workload is a Python process (explicit, or command[0] is python*)."""
-        if self.python is not None:
-            return self.python
-        return PurePosixPath(self.command[0]).name.startswith("python")
+        """Whether the workload is a Python process (explicit, or command[0] is python* or
+        the `{python}` placeholder): the runner's own rule, so both sides agree."""
+        from runner.workload_command import is_python
+
+        return is_python({"command": self.command, "python": self.python})
 
     def override_form(self) -> str:
         """A short description of how this preset renders its overrides."""
