@@ -6,6 +6,7 @@ holds nothing the submitter had in theirs; a session only runs the wrapper, stdi
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import sys
@@ -26,6 +27,16 @@ def _encode(run_id: str) -> str:
 
 def session_name(run_id: str) -> str:
     return "ops-" + _encode(run_id)
+
+
+def free_session_name(run_id: str, run_dir: Path, socket: str) -> str:
+    """The run's session name, unless another run of that id (another checkout or project on
+    the same socket) holds it: then the name gains `_+` and a hash of the run dir. Encoded ids
+    never hold `_+`, so the longer name is nobody else's either; spec.json records the one used."""
+    plain = session_name(run_id)
+    if plain not in live_sessions(socket):
+        return plain
+    return f"{plain}_+{hashlib.sha256(str(run_dir).encode()).hexdigest()[:10]}"
 
 
 def sweep_session_name(sweep_id: str) -> str:

@@ -46,7 +46,7 @@ def submit(root: Path, payload: dict[str, Any]) -> dict[str, Any]:
         spec["tmux"] = {}
     socket = spec["tmux"].get("socket") or "ops"
     on_slurm = slurm.is_slurm(spec)
-    session = None if on_slurm else tmux.session_name(run_id)
+    session = None if on_slurm else tmux.free_session_name(run_id, run_dir, socket)
     if session is not None:
         spec["tmux"]["session"] = session
     sweep_stale_stores(root)

@@ -71,6 +71,30 @@ def test_two_checkouts_of_one_project_never_see_or_cancel_each_others_runs(
     assert first.summary("mine-1")["status"] == "killed"
 
 
+def test_the_same_run_id_in_two_checkouts_gets_two_tmux_sessions(
+        project: Project, tmp_path: Path) -> None:
+    """One tmux socket serves every checkout: a run id taken in one must not make the other's
+    launch fail, nor let its table report the first run's session as its own."""
+    shared = tmp_path / "shared-runs"
+    first = _checkout(tmp_path, "first", project, shared)
+    second = _checkout(tmp_path, "second", project, shared)
+    assert first.ops("run", "submit", "-p", "slow", "--run-id", "same-1").exit_code == 0
+    try:
+        again = second.ops("run", "submit", "-p", "slow", "--run-id", "same-1", "--json")
+        assert again.exit_code == 0, again.stdout + again.stderr
+        sessions = [json.loads((p.runs / "same-1" / "spec.json").read_text())["tmux"]["session"]
+                    for p in (first, second)]
+        assert sessions[0] == "ops-same-1" and sessions[1].startswith("ops-same-1_+")
+        assert again.json()["tmux_session"] == sessions[1]
+        assert second.ops("run", "cancel", "same-1").exit_code == 0
+        assert second.summary("same-1")["status"] == "killed"
+        status = first.ops("run", "status", "--json").json()["runs"]
+        assert [(r["run_id"], r["status"], r["tmux_alive"]) for r in status] == [
+            ("same-1", "running", True)]
+    finally:
+        assert first.ops("run", "cancel", "same-1").exit_code == 0
+
+
 def test_config_show_prints_each_hosts_outputs_root_and_where_it_came_from(
         project: Project) -> None:
     doc = _plain(project)
