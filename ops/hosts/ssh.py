@@ -1,10 +1,14 @@
-"""SSHHost: the host interface over SSH (paramiko), the one module that talks SSH.
+"""SSHHost: the host interface over SSH, the one module that talks SSH.
 
-One connection serves a whole CLI command: commands are channels on it, files go over SFTP on
-it. Connecting retries with backoff while a pod boots (refused, reset, timed out, no banner
-yet); authentication and host-key errors are final. The retry loop is written here rather than
-with tenacity: it is a dozen lines, tenacity is not a dependency, and what is worth retrying is
-SSH-specific anyway (the classification in `_retryable` is the part that matters).
+Commands and streams go through a shared OpenSSH master when the system ssh is there and the
+host's key is on record (ops.hosts.mux: one login serves this and later ops processes);
+otherwise, and for SFTP and port forwards, through paramiko, imported on first use. On the
+paramiko path one connection serves a whole CLI command: commands are channels on it, files
+go over SFTP on it. Connecting retries with backoff while a pod boots (refused, reset, timed
+out, no banner yet), each failed attempt shown on a terminal; authentication and host-key
+errors are final. The retry loop is written here rather than with tenacity: it is a dozen
+lines, tenacity is not a dependency, and what is worth retrying is SSH-specific anyway (the
+classification in `_retryable` is the part that matters).
 
 Commands are sent as one shlex-quoted string, which the login shell on the host splits back
 into the same argv. Nothing is ever sent as SSH environment (no setenv/env requests): secrets
@@ -21,8 +25,6 @@ import secrets
 import select
 import shlex
 import socket
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -39,7 +41,8 @@ from ops.hosts.base import (
     error_reason,
     progress,
 )
-from ops.hosts.mux import MasterLostError, Mux, strip_mux_noise, wait_exit
+from ops.hosts.mux import Mux
+from ops.hosts.mux_commands import mux_exec, mux_stream
 
 if TYPE_CHECKING:
     import paramiko
@@ -159,7 +162,9 @@ class SSHHost:
              timeout: float | None = None) -> ExecResult:
         """Run argv on the host; a non-zero exit raises HostCommandError unless check=False."""
         if self._use_mux():
-            return self._mux_exec(argv, input_text, check, timeout)
+            assert self._mux is not None  # noqa: S101 - checked by _use_mux
+            return mux_exec(self._mux, self.name, argv, input_text, check=check,
+                            timeout=timeout)
         chan = self.open_exec_stream(argv)
         try:
             if input_text is not None:
@@ -188,25 +193,6 @@ class SSHHost:
             return True
         self._mux = None
         return False
-
-    def _mux_exec(self, argv: Sequence[str], input_text: str | None, check: bool,
-                  timeout: float | None) -> ExecResult:
-        assert self._mux is not None  # noqa: S101 - checked by _use_mux
-        data = input_text.encode() if input_text is not None else None
-        try:
-            done = self._mux.run(argv, data, timeout)
-        except subprocess.TimeoutExpired as exc:
-            raise HostError(f"{argv[0]} on {self.name} took longer than its time limit") from exc
-        except MasterLostError as exc:
-            raise ConnectionLostError(
-                f"connection to {self.name} failed during a command: {exc}",
-                hint="run the command again; it reconnects") from exc
-        result = ExecResult(self.name, tuple(argv), done.exit_code,
-                            done.stdout.decode(errors="replace"),
-                            done.stderr.decode(errors="replace"))
-        if check and not result.ok:
-            raise HostCommandError(result)
-        return result
 
     def runner_argv(self) -> list[str]:
         """How to start the runner here; `ensure_runner` points it at the uploaded build."""
@@ -263,7 +249,8 @@ class SSHHost:
         HostCommandError, a drop raises ConnectionLostError. An error inside the block just
         closes the channel, which stops the command."""
         if self._use_mux():
-            with self._mux_stream(argv, input_bytes) as stdout:
+            assert self._mux is not None  # noqa: S101 - checked by _use_mux
+            with mux_stream(self._mux, self.name, argv, input_bytes) as stdout:
                 yield stdout
             return
         chan = self.open_exec_stream(argv, bulk=True)
@@ -287,37 +274,6 @@ class SSHHost:
         if code != 0:
             raise HostCommandError(ExecResult(self.name, tuple(argv), code, "",
                                               stderr.decode(errors="replace")))
-
-    @contextmanager
-    def _mux_stream(self, argv: Sequence[str], input_bytes: bytes) -> Iterator[BinaryIO]:
-        """stream() through the OpenSSH master: its stdout is the ssh client's pipe (OpenSSH's
-        C crypto and buffering, no Python in the byte path); stderr to a file, so that
-        neither pipe can stall the other."""
-        assert self._mux is not None  # noqa: S101 - checked by _use_mux
-        with tempfile.TemporaryFile() as errors:
-            proc = self._mux.popen(argv, errors)
-            assert proc.stdin is not None and proc.stdout is not None  # noqa: S101 - PIPEs
-            try:
-                with contextlib.suppress(BrokenPipeError):
-                    proc.stdin.write(input_bytes)
-                    proc.stdin.close()
-                yield proc.stdout  # type: ignore[misc]  # an IO[bytes] is a BinaryIO here
-            except BaseException:
-                proc.kill()
-                proc.wait()
-                raise
-            finally:
-                proc.stdout.close()
-            code = wait_exit(proc, _EOF_GRACE_S + 30)
-            errors.seek(0)
-            stderr = strip_mux_noise(errors.read()).decode(errors="replace")
-        assert self._mux is not None  # noqa: S101 - still set: nothing above clears it
-        if code == 255 and not self._mux.alive():
-            raise ConnectionLostError(f"connection to {self.name} failed during a command: "
-                                      f"{stderr.strip() or 'exit 255'}",
-                                      hint="run the command again; it reconnects")
-        if code != 0:
-            raise HostCommandError(ExecResult(self.name, tuple(argv), code, "", stderr))
 
     def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
         """Write a file over SFTP atomically (temp file, then rename), with `mode` set before
