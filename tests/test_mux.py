@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -213,3 +214,17 @@ def test_the_master_prefers_aes_gcm_among_openssh_defaults(
     default_set = next(line.split()[1] for line in defaults.splitlines()
                        if line.startswith("ciphers "))
     assert set(FAST_CIPHERS.split(",")) == set(default_set.split(","))  # reordered, not weaker
+
+
+def test_notes_of_masters_gone_for_a_day_are_pruned(tmp_path: Path) -> None:
+    from ops.hosts.mux import STALE_S, prune
+
+    old, fresh, live = tmp_path / "aaa.known_hosts", tmp_path / "bbb.lock", tmp_path / "ccc.home"
+    spec = tmp_path / "spec-ddd.json"
+    for path in (old, fresh, live, spec, tmp_path / "ccc"):
+        path.write_text("x")
+    stale = time.time() - STALE_S - 60
+    for path in (old, live, spec):
+        os.utime(path, (stale, stale))
+    prune(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bbb.lock", "ccc", "ccc.home"]

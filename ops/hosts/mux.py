@@ -329,6 +329,7 @@ class Mux:
             errors.seek(0)
             self.last_error = errors.read().decode(errors="replace").strip()[-500:]
         self.home_file.unlink(missing_ok=True)
+        prune(self.directory)
         return proc.returncode == 0 and self.alive()
 
     def _write_trust_file(self) -> bool:
@@ -383,6 +384,22 @@ class Mux:
         tmp.write_text(home)
         os.replace(tmp, self.home_file)
         return home
+
+
+STALE_S = 86400.0
+
+
+def prune(directory: Path) -> None:
+    """Forget the notes of masters gone for a day (each master start tidies up a little)."""
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(directory):
+            base = entry.name.split(".", 1)[0]
+            with contextlib.suppress(OSError):
+                if entry.is_file(follow_symlinks=False) and \
+                        now - entry.stat(follow_symlinks=False).st_mtime > STALE_S and \
+                        (base.startswith("spec-") or not (directory / base).exists()):
+                    os.unlink(entry.path)
 
 
 def strip_mux_noise(stderr: bytes) -> bytes:
