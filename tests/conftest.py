@@ -34,7 +34,8 @@ def hermetic_home(tmp_path_factory: pytest.TempPathFactory,
     monkeypatch.setenv("HOME", str(home))
     for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME"):
         monkeypatch.setenv(name, str(home / f".{name.lower()}"))
-    for name in ("OPS_PROJECT_CONFIG", "SSH_AUTH_SOCK", "WANDB_API_KEY", "TMUX"):
+    for name in ("OPS_PROJECT_CONFIG", "SSH_AUTH_SOCK", "WANDB_API_KEY", "TMUX", "XDG_RUNTIME_DIR",
+                 "OPS_SSH_MUX", "OPS_SSH_MUX_IDLE"):
         monkeypatch.delenv(name, raising=False)
     return home
 
