@@ -174,3 +174,12 @@ def test_results_aggregate_reads_an_untrusted_file(tmp_path: Path) -> None:
     assert missing["file"] is None and missing["n_items"] == 0
     os.mkfifo(tmp_path / "fifo.jsonl")
     assert results_aggregate(tmp_path / "fifo.jsonl")["n_items"] == 0  # never blocks
+
+
+def test_a_health_answer_nested_beyond_reason_reads_as_no_count() -> None:
+    """The server is the workload's: a body nested 100,000 deep is no request count, never a
+    RecursionError in the wrapper's probe."""
+    from runner.service import _reported_count
+
+    assert _reported_count(b"[" * 100_000 + b"]" * 100_000) is None
+    assert _reported_count(b'{"requests": 7}') == 7
