@@ -380,7 +380,8 @@ def term_is_time_limit(run_dir: Path, spec: dict[str, Any]) -> tuple[str | None,
     if answer is None:  # the controller never answered: then no scancel reached us either
         return _by_the_clock(spec, job, evidence)
     parts = (answer or "").strip().split("|")
-    if len(parts) < 3 or parts[0].strip() != "RUNNING":
+    # SIGNALING: a running job whose signal (this TERM) SLURM has not yet seen delivered
+    if len(parts) < 3 or parts[0].strip() not in ("RUNNING", "SIGNALING"):
         return None, {**evidence, "why": "SLURM does not say the job is still running"}
     left = _seconds(parts[1])
     evidence["seconds_left"] = left

@@ -317,8 +317,10 @@ def test_an_uncompilable_pattern_in_spec_fails_the_run_cleanly(tmp_path: Path) -
     spec = json.loads((run_dir / "spec.json").read_text())
     spec["metrics"]["from_stdout"] = [{"pattern": r"(?u)loss (?P<loss>\d+)"}]  # hand-edited
     (run_dir / "spec.json").write_text(json.dumps(spec))
+    # the budget of the test's hang guard: even a run that never starts takes its env snapshot
+    # (pip freeze, a torch probe), over a minute on a loaded machine
     done = subprocess.run([sys.executable, "-m", "runner", "exec", str(run_dir)],
-                          capture_output=True, check=False, timeout=60)
+                          capture_output=True, check=False, timeout=110)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["written_by"] == "wrapper", done.stderr
     assert summary["failure"]["class"] == "launch"

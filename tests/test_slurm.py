@@ -40,6 +40,15 @@ def _toy(iters: int, sleep: float, **extra: Any) -> dict[str, Any]:
             "dataset": {"name": "points", "dir": DATA}, "best": {"loss": "min"}, **extra}
 
 
+def _gated_toy(iters: int, gate: Path) -> dict[str, Any]:
+    """The toy, started only once the test creates `gate` (a minute at most): the run is
+    running, and holds the node, for as long as the test needs to look at it."""
+    wait = (f'i=0; while [ ! -e "{gate}" ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done; '
+            'exec "$0" "$@"')
+    preset = _toy(iters, 0.0)
+    return {**preset, "command": ["sh", "-c", wait, *preset["command"]], "python": True}
+
+
 @pytest.fixture
 def cluster(project: Project, ssh_alias: SshAlias, tmp_path: Path,
             slurm_cluster: SlurmCluster) -> Project:  # noqa: F811 - the fixture above
@@ -53,7 +62,7 @@ def cluster(project: Project, ssh_alias: SshAlias, tmp_path: Path,
                   "extra": ["--mem=100M"]}}}
     doc["project"]["default_host"] = "cluster"
     doc["presets"].update(
-        steps=_toy(80, 0.1), quick=_toy(5, 0.0),
+        steps=_gated_toy(80, tmp_path / "open-sl-a"), quick=_toy(5, 0.0),
         forever=_toy(100000, 0.05),
         limited=_toy(100000, 0.05, resources={"time": "00:01:00"}),
         chain={"kind": "sweep", "members": ["quick", "quick", "quick"]},
@@ -108,20 +117,30 @@ def _spec(p: Project, run_id: str) -> dict[str, Any]:
     return doc
 
 
-def test_submit_queue_run_tail_fetch_validate(cluster: Project) -> None:
+# the whole user story in one test: two SLURM jobs and a dozen or more `ops` processes (two
+# submits, status polls, tail, fetch, validate; each a python start and an SSH connection),
+# which on a loaded 2-core machine outlast the suite's 120 s hang guard (seen: stopped in
+# `ops run fetch`, every step before it passed)
+@pytest.mark.timeout(300)
+def test_submit_queue_run_tail_fetch_validate(cluster: Project, tmp_path: Path) -> None:
     first = _submit(cluster, "steps", "sl-a")
     second = _submit(cluster, "quick", "sl-b")
     job_a = _spec(cluster, "sl-a")["slurm"]["job_id"]
     assert first["run_id"] == "sl-a" and job_a and second["run_id"] == "sl-b"
     assert first["slurm_job_ids"] == [job_a] and first["tmux_session"] is None
-    # the node is full: the second job waits, and says why once SLURM has looked at it
+    # the node is full: the second job waits, and says why once SLURM has looked at it. sl-a
+    # holds the node until the test opens its gate, so this is not a race with its run time;
+    # the deadline is SLURM's scheduler's budget (a busy controller looks at a new job late)
     seen = _wait_status(cluster, {"sl-a": "running", "sl-b": "queued"})
     assert seen["sl-a"]["slurm"]["state"] == "RUNNING"
-    deadline = time.time() + 10
+    deadline = time.time() + 30
     while "None" in seen["sl-b"]["reason"] or "waiting for" in seen["sl-b"]["reason"]:
         assert time.time() < deadline, seen["sl-b"]
+        time.sleep(0.3)
         seen = _statuses(cluster)
     assert seen["sl-b"]["status"] == "queued" and "Resources" in seen["sl-b"]["reason"]
+    assert seen["sl-a"]["status"] == "running"
+    (tmp_path / "open-sl-a").touch()
     tail = cluster.ops("run", "tail", "sl-a", "--follow", timeout=60)
     assert tail.exit_code == 0, tail.stderr
     assert "79" in tail.stdout

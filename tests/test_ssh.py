@@ -96,11 +96,20 @@ def test_one_connection_serves_many_commands(ssh_host: SSHHost) -> None:
     assert ssh_host.transport is transport
 
 
-def test_dropped_connection_raises_then_reconnects(ssh_host: SSHHost, sshd: Sshd) -> None:
+def test_dropped_connection_raises_then_reconnects(ssh_host: SSHHost, sshd: Sshd,
+                                                   tmp_path: Path) -> None:
+    started = tmp_path / "started"
     ssh_host.exec(["true"])
-    threading.Timer(0.5, sshd.drop, [ssh_host]).start()
+
+    def drop_once_started() -> None:  # the command runs on the host (an event, not a delay)
+        deadline = time.monotonic() + 30
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        sshd.drop(ssh_host)
+
+    threading.Thread(target=drop_once_started, daemon=True).start()
     with pytest.raises(ConnectionLostError):
-        ssh_host.exec(["sleep", "10"], timeout=8)
+        ssh_host.exec(["sh", "-c", f"touch {started}; sleep 10"], timeout=8)
     assert ssh_host.exec(["echo", "back"]).stdout == "back\n"
 
 

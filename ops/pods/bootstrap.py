@@ -19,16 +19,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ops.config.loader import LoadedConfig
-from ops.errors import NotFoundError, OpsError, UsageError
+from ops.errors import HostError, NotFoundError, OpsError, UsageError
 from ops.pods.providers import table
 from ops.pods.state import PodRecord
-from ops.services.bootstrap import ensure_runner, local_build
+from ops.services.bootstrap import (
+    REQUIREMENTS,
+    RunnerBuild,
+    RunnerInfo,
+    ensure_runner,
+    local_build,
+)
 from ops.services.target import remember_runner
 
 if TYPE_CHECKING:  # paramiko is imported only when a pod is reached
     from ops.hosts.ssh import SSHHost
 
 WANDB_MACHINE = "api.wandb.ai"
+# A pod also gets NVML's bindings, without which gpu_mem_limit_mb is never enforced there. Not
+# installable (a pod without a package index) is a warning, not a failed bootstrap.
+NVML_REQUIREMENT = {"pynvml": "nvidia-ml-py>=12.535"}
 
 
 @dataclass(frozen=True)
@@ -45,10 +54,13 @@ def bootstrap(loaded: LoadedConfig, host: SSHHost, record: PodRecord) -> Bootstr
     host.makedirs(outputs)
     actions = [f"dirs {ops_home} {outputs}"]
     build = local_build()
-    info = ensure_runner(host, ops_home, python=record.python, build=build)
+    info, nvml_warning = _runner_with_nvml(host, ops_home, record.python, build)
     remember_runner(loaded.repo_root, f"{record.name}|{ops_home}|{build.build_id}",
                     list(info.argv))
     actions.append(f"runner {info.build_id}" + (" (venv)" if info.venv else ""))
+    actions += [a for a in info.actions if a.startswith("installed")]
+    if nvml_warning:
+        actions.append(nvml_warning)
     storage = loaded.config.storage
     for cache in (storage.hf_home, storage.datasets_root):
         if cache:
@@ -62,6 +74,18 @@ def bootstrap(loaded: LoadedConfig, host: SSHHost, record: PodRecord) -> Bootstr
         _write_netrc(host, record.netrc_path, creds)
         actions.append(f"W&B credentials in {record.netrc_path} (0600)")
     return Bootstrapped(ops_home, outputs, actions)
+
+
+def _runner_with_nvml(host: SSHHost, ops_home: str, python: str,
+                      build: RunnerBuild) -> tuple[RunnerInfo, str | None]:
+    """The runner with nvidia-ml-py beside it; without it (and a warning) when pip fails."""
+    try:
+        return ensure_runner(host, ops_home, python=python, build=build,
+                             requirements={**REQUIREMENTS, **NVML_REQUIREMENT}), None
+    except HostError as exc:
+        info = ensure_runner(host, ops_home, python=python, build=build)  # else: fatal
+        return info, (f"no nvidia-ml-py ({exc.message}): gpu_mem_limit_mb cannot be enforced "
+                      "on this pod")
 
 
 def _start_ttl_timer(host: SSHHost, record: PodRecord) -> str | None:
