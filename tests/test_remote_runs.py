@@ -151,7 +151,7 @@ def test_fetch_resumes_after_a_dropped_connection(pod: Project, ssh_alias: SshAl
     try:
         seen = [0]
 
-        def progress(_total: int):  # type: ignore[no-untyped-def]
+        def progress(_total: int, _files: int):  # type: ignore[no-untyped-def]
             def advance(n: int) -> None:
                 seen[0] += n
                 if seen[0] > 8 * 2**20 and seen[0] - n <= 8 * 2**20:

@@ -144,3 +144,18 @@ def test_one_run_in_detail_colours_its_status(runs: Project, pane: Pane) -> None
     assert "rc=0" in screen and RED_FAILED.search(screen), screen
     piped = runs.ops("run", "status", "bad")
     assert "status         failed" in piped.stdout and "\x1b" not in piped.stdout
+
+
+def test_fetch_shows_files_bytes_and_rate_on_a_terminal_only(runs: Project, pane: Pane) -> None:
+    (runs.runs / "ok-1" / "out").mkdir(exist_ok=True)
+    (runs.runs / "ok-1" / "out" / "weights.bin").write_bytes(os.urandom(3 * 2**20))
+    pane.start(_ops_line(runs, "run", "fetch", "ok-1"))
+    screen = pane.wait_for(lambda text: "rc=" in text)
+    plain = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", screen)
+    assert "rc=0" in plain, screen
+    bar = re.search(r"fetching (\d+) files .*?([\d.]+)/([\d.]+) MiB .*?/s", plain)
+    assert bar and float(bar.group(2)) == float(bar.group(3)) >= 3.0, plain
+    assert f"fetched {bar.group(1)} files" in plain
+    again = runs.ops("run", "fetch", "ok-1", "--to", str(runs.root / "piped"))
+    assert again.exit_code == 0, again.stderr
+    assert "fetching" not in again.stderr and "\x1b" not in again.stderr + again.stdout

@@ -40,26 +40,41 @@ def submitted(done: Any) -> str:
 
 
 class ProgressBar:
-    """A byte progress bar on stderr when it is a terminal; silent otherwise."""
+    """Fetch progress on stderr when it is a terminal: the files being fetched, bytes (binary
+    units), rate and time left, drawn by rich in place; silent when piped or under --json."""
 
     def __init__(self, enabled: bool = True):
         self.enabled = enabled and sys.stderr.isatty()
-        self._bar: Any = None
+        self._progress: Any = None
 
-    def start(self, total: int) -> Callable[[int], None]:
+    def start(self, total: int, files: int = 0) -> Callable[[int], None]:
         if not self.enabled:
             return lambda _n: None
-        self._bar = click.progressbar(length=total, label="fetching", file=sys.stderr,
-                                      show_pos=False, show_percent=True, show_eta=True)
-        self._bar.__enter__()
-        return self._bar.update  # type: ignore[no-any-return]
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("fetching {task.fields[files]} file{task.fields[plural]}"), BarColumn(),
+            DownloadColumn(binary_units=True), TransferSpeedColumn(), TimeRemainingColumn(),
+            console=Console(stderr=True))
+        self._progress.start()
+        task = self._progress.add_task("fetch", total=total, files=files,
+                                       plural="" if files == 1 else "s")
+        return lambda n: self._progress.advance(task, n)
 
     def __enter__(self) -> ProgressBar:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
+        if self._progress is not None:
+            self._progress.stop()
 
 
 def fetched(result: Any) -> str:

@@ -64,7 +64,7 @@ def _needed(remote: list[dict[str, Any]], dest: Path) -> list[dict[str, Any]]:
 
 
 def fetch(target: Target, run_id: str, dest_root: Path, *, with_checkpoints: bool = False,
-          progress: Callable[[int], Progress] | None = None) -> FetchResult:
+          progress: Callable[[int, int], Progress] | None = None) -> FetchResult:
     started = time.time()
     run_dir = target.run_dir(run_id)
     args = ["ls", run_dir] + (["--with-checkpoints"] if with_checkpoints else [])
@@ -76,7 +76,7 @@ def fetch(target: Target, run_id: str, dest_root: Path, *, with_checkpoints: boo
     try:
         if wanted:
             total = sum(w["size"] for w in wanted)
-            advance = progress(total) if progress else None
+            advance = progress(total, len(wanted)) if progress else None
             payload = json.dumps([w["path"] for w in wanted]).encode()
             with target.host.stream([*target.host.runner_argv(), "pack", run_dir],
                                     input_bytes=payload) as stream:
