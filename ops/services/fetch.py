@@ -15,7 +15,7 @@ import math
 import os
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
@@ -169,7 +169,7 @@ def _receive(stream: BinaryIO, dest: Path, wanted: dict[str, dict[str, Any]],
         return
     partial_root = dest / PARTIAL
     made: set[Path] = set()  # directories known to exist: one mkdir each, not one a file
-    try:
+    with _resumable(dest, result):
         # one big buffered read at a time: tarfile's own reads are 10 KiB, and each read
         # through paramiko's Python code is slow (measured: 60 MB/s unbuffered, 2x rsync's time)
         reader = io.BufferedReader(_Chunks(stream), buffer_size=1 << 20)
@@ -181,12 +181,6 @@ def _receive(stream: BinaryIO, dest: Path, wanted: dict[str, dict[str, Any]],
                 final = _place(tar, member, partial_root, dest, advance, made=made)
                 result.files_fetched.append(member.name)
                 result.bytes_fetched += final
-    except HostError:
-        raise
-    except Exception as exc:
-        raise HostError(f"fetch of {dest.name} was interrupted: {exc}",
-                        hint="run the same command again: it resumes with what is missing "
-                             f"({len(result.files_fetched)} files already in place)") from exc
 
 
 def _receive_pipe(reader: PipeTarReader, dest: Path, wanted: dict[str, dict[str, Any]],
@@ -194,7 +188,7 @@ def _receive_pipe(reader: PipeTarReader, dest: Path, wanted: dict[str, dict[str,
     """_receive for a pipe: the same checks, the same partial-then-rename placing."""
     partial_root = dest / PARTIAL
     made: set[Path] = set()
-    try:
+    with _resumable(dest, result):
         for member in reader.members():
             if member.name not in wanted or member.type not in _FILE_TYPES:
                 raise HostError(f"fetch: unexpected entry {member.name!r} in the stream")
@@ -216,6 +210,14 @@ def _receive_pipe(reader: PipeTarReader, dest: Path, wanted: dict[str, dict[str,
             os.replace(partial, dest / rel)
             result.files_fetched.append(member.name)
             result.bytes_fetched += written
+
+
+@contextlib.contextmanager
+def _resumable(dest: Path, result: FetchResult) -> Iterator[None]:
+    """A stream that breaks mid-way is a HostError saying that running the fetch again resumes
+    it (the files already placed are whole); a HostError of our own passes as it is."""
+    try:
+        yield
     except HostError:
         raise
     except Exception as exc:
