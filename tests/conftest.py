@@ -91,6 +91,25 @@ def _preset(command: list[str], **extra: Any) -> dict[str, Any]:
 PROJECT_NAME = "test-proj"
 
 
+def pod_config(project: Project, address: str, tmp_path: Path) -> dict[str, Any]:
+    """The test project's config with host `pod` as its default: this machine through the
+    loopback sshd at ``address``, its own outputs root and ops home under ``tmp_path``, and this
+    venv's interpreter (it has psutil and libtmux, so no venv is made there)."""
+    doc = base_config(project.runs, project.socket)
+    doc["hosts"] = {"pod": {"address": address, "outputs_dir": str(tmp_path / "pod-runs"),
+                            "ops_home": str(tmp_path / "pod-home"), "python": sys.executable}}
+    doc["project"]["default_host"] = "pod"
+    return doc
+
+
+def git(repo: Path, *args: str) -> str:
+    """git in ``repo`` with a fixed test identity; its stdout, stripped."""
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
 def base_config(runs: Path, socket: str) -> dict[str, Any]:
     """The test project; ``runs`` is host `local`'s outputs root, which is always
     ``<local_outputs_dir>/<project name>``."""

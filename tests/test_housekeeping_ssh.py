@@ -3,31 +3,19 @@ runner's housekeeping verb answers over the same transport as every other comman
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from .conftest import Project, base_config
+from .conftest import Project, git, pod_config
 from .sshd_fixture import SshAlias
 
 pytestmark = [pytest.mark.ssh, pytest.mark.tmux]
 
 
-def _git(repo: Path, *args: str) -> None:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
-    subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True)
-
-
 @pytest.fixture
 def pod(project: Project, ssh_alias: SshAlias, tmp_path: Path) -> Project:
-    doc = base_config(project.runs, project.socket)
-    doc["hosts"] = {"pod": {"address": ssh_alias.name, "outputs_dir": str(tmp_path / "pod-runs"),
-                            "ops_home": str(tmp_path / "pod-home"), "python": sys.executable}}
-    doc["project"]["default_host"] = "pod"
+    doc = pod_config(project, ssh_alias.name, tmp_path)
     doc["presets"]["quick"] = {"kind": "command", "limits": {"grace_sec": 1},
                                "command": ["sh", "-c", "echo done"]}
     doc["presets"]["held"] = {"kind": "command", "limits": {"grace_sec": 1},
@@ -35,9 +23,9 @@ def pod(project: Project, ssh_alias: SshAlias, tmp_path: Path) -> Project:
                                                       "sleep 0.05; done"]}
     project.write_config(doc)
     project.runs = tmp_path / "pod-runs"
-    _git(project.root, "init", "-q", "-b", "main")
-    _git(project.root, "add", "-A")
-    _git(project.root, "commit", "-q", "-m", "start")
+    git(project.root, "init", "-q", "-b", "main")
+    git(project.root, "add", "-A")
+    git(project.root, "commit", "-q", "-m", "start")
     return project
 
 

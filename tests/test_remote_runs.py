@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from ops.errors import HostError
 from ops.services import fetch, runs, submit
 from ops.services.hosts import open_target
 
-from .conftest import WORKLOADS, Project, base_config
+from .conftest import WORKLOADS, Project, base_config, git, pod_config
 from .secret_scan import leaks, workload_holding
 from .sshd_fixture import SshAlias
 
@@ -26,11 +24,7 @@ pytestmark = [pytest.mark.ssh, pytest.mark.tmux]
 @pytest.fixture
 def pod(project: Project, ssh_alias: SshAlias, tmp_path: Path) -> Project:
     """The test project with host `pod`: this machine through sshd, its own outputs and home."""
-    doc = base_config(project.runs, project.socket)
-    # the pod's interpreter is this venv's: it has psutil and libtmux, so no venv is made there
-    doc["hosts"] = {"pod": {"address": ssh_alias.name, "outputs_dir": str(tmp_path / "pod-runs"),
-                            "ops_home": str(tmp_path / "pod-home"), "python": sys.executable}}
-    doc["project"]["default_host"] = "pod"
+    doc = pod_config(project, ssh_alias.name, tmp_path)
     doc["presets"]["version"] = {"kind": "command", "limits": {"grace_sec": 1},
                                  "command": ["sh", "-c", "sleep 1; cat version.txt"]}
     # events the tests wait for instead of wall-clock overlaps: a run that holds until the
@@ -44,24 +38,17 @@ def pod(project: Project, ssh_alias: SshAlias, tmp_path: Path) -> Project:
                                            *(str(tmp_path / f"gate-{k}") for k in range(2))]}
     project.write_config(doc)
     project.runs = tmp_path / "pod-runs"
-    _git(project.root, "init", "-q", "-b", "main")
+    git(project.root, "init", "-q", "-b", "main")
     (project.root / "version.txt").write_text("A\n")
-    _git(project.root, "add", "-A")
-    _git(project.root, "commit", "-q", "-m", "A")
+    git(project.root, "add", "-A")
+    git(project.root, "commit", "-q", "-m", "A")
     return project
 
 
-def _git(repo: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
-    return subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True,
-                          text=True).stdout.strip()
-
-
 def test_two_refs_run_at_once_each_with_its_own_code(pod: Project, tmp_path: Path) -> None:
-    first = _git(pod.root, "rev-parse", "HEAD")
+    first = git(pod.root, "rev-parse", "HEAD")
     (pod.root / "version.txt").write_text("B\n")
-    _git(pod.root, "commit", "-q", "-am", "B")
+    git(pod.root, "commit", "-q", "-am", "B")
     a = pod.ops("run", "submit", "-p", "held", "--ref", first, "--run-id", "ref-a", "--json")
     b = pod.ops("run", "submit", "-p", "held", "--ref", "main", "--run-id", "ref-b", "--json")
     assert a.exit_code == 0 and b.exit_code == 0, a.stderr + b.stderr
@@ -77,7 +64,7 @@ def test_two_refs_run_at_once_each_with_its_own_code(pod: Project, tmp_path: Pat
         assert logs[run_id].read_text() == f"{expected}\n"
         meta = json.loads((pod.runs / run_id / "run_metadata.json").read_text())
         assert meta["git"]["commit"] == (first if expected == "A" else
-                                         _git(pod.root, "rev-parse", "HEAD"))
+                                         git(pod.root, "rev-parse", "HEAD"))
 
 
 def test_dirty_tree_is_refused_for_a_remote_submit(pod: Project) -> None:

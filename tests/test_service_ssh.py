@@ -21,9 +21,8 @@ import pytest
 
 from runner import contract
 
-from .conftest import REPO, Project, base_config
+from .conftest import REPO, Project, git, pod_config
 from .sshd_fixture import SshAlias, free_port
-from .test_remote_runs import _git
 from .test_service import demo_service
 
 pytestmark = [pytest.mark.ssh, pytest.mark.tmux]
@@ -32,18 +31,15 @@ pytestmark = [pytest.mark.ssh, pytest.mark.tmux]
 @pytest.fixture
 def spod(project: Project, ssh_alias: SshAlias, tmp_path: Path) -> Project:
     """The test project with the service example committed and host `pod` through sshd."""
-    doc = base_config(project.runs, project.socket)
-    doc["hosts"] = {"pod": {"address": ssh_alias.name, "outputs_dir": str(tmp_path / "pod-runs"),
-                            "ops_home": str(tmp_path / "pod-home"), "python": sys.executable}}
-    doc["project"]["default_host"] = "pod"
+    doc = pod_config(project, ssh_alias.name, tmp_path)
     doc["presets"]["web"] = demo_service(free_port())
     project.write_config(doc)
     project.runs = tmp_path / "pod-runs"
     (project.root / "examples").mkdir()
     shutil.copy(REPO / "examples" / "health_server.py", project.root / "examples")
-    _git(project.root, "init", "-q", "-b", "main")
-    _git(project.root, "add", "-A")
-    _git(project.root, "commit", "-q", "-m", "service")
+    git(project.root, "init", "-q", "-b", "main")
+    git(project.root, "add", "-A")
+    git(project.root, "commit", "-q", "-m", "service")
     return project
 
 
