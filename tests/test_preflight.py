@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,7 @@ def test_a_dataset_under_the_code_dir_is_found_in_the_checkout(project: Project)
 # a workload whose length is proportional to its steps (sh, not Python: no interpreter start
 # whose cost on a loaded machine would swamp the difference)
 SLEEPER = {"kind": "command", "limits": {"grace_sec": 1}, "overrides": {"steps": 10},
-           "command": ["sh", "-c", 'sleep "$(awk "BEGIN {print ${0#--steps=} * 0.6}")"']}
+           "command": ["sh", "-c", 'sleep "$(awk "BEGIN {print ${0#--steps=} * 0.8}")"']}
 
 
 def test_dry_run_estimates_from_earlier_runs_within_20_percent(project: Project) -> None:
@@ -125,6 +126,27 @@ def test_dry_run_estimates_from_earlier_runs_within_20_percent(project: Project)
     assert abs(estimate["duration_s"] - actual) <= 0.2 * actual, (estimate, actual)
     text = project.ops("run", "submit", "-p", "sleeper", "--dry-run")
     assert "estimate:" in text.stdout and "nothing launched" in text.stdout
+
+
+def test_the_estimate_scales_the_workload_not_the_set_up_before_it(project: Project) -> None:
+    """A run's set-up (wrapper start to workload start: snapshots, interpreter) does not grow
+    with its steps; only the workload's own seconds are scaled."""
+    _config(project, sleeper=SLEEPER)
+    done = project.ops("run", "submit", "-p", "sleeper", "--set", "steps=1", "--run-id", "q1",
+                       "-f")
+    assert done.exit_code == 0, done.stderr
+    run_dir = project.run_dir("q1")
+    meta = json.loads((run_dir / "run_metadata.json").read_text())
+    elapsed = json.loads((run_dir / "summary.json").read_text())["elapsed_s"]
+    started = datetime.fromisoformat(meta["started_at"].replace("Z", "+00:00")).timestamp()
+    setup = round(elapsed / 2, 3)  # a set-up of exactly half the run, written in its record
+    meta["process"]["workload_start_time"] = started + setup
+    (run_dir / "run_metadata.json").write_text(json.dumps(meta))
+    dry = project.ops("run", "submit", "-p", "sleeper", "--set", "steps=3", "--dry-run",
+                      "--json")
+    assert dry.exit_code == 0, dry.stderr
+    expected = setup + (elapsed - setup) * 3
+    assert dry.json()["estimate"]["duration_s"] == pytest.approx(expected, abs=0.02)
 
 
 def test_a_slurm_host_needs_sbatch_not_tmux(tmp_path: Path) -> None:

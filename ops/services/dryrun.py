@@ -58,6 +58,21 @@ def _scale(overrides: Mapping[str, Any], earlier: Mapping[str, Any]) -> float:
     return 1.0
 
 
+def _setup_seconds(target: Target, run_dir: str, elapsed: float) -> float:
+    """Seconds from the wrapper's start to the workload's (snapshots, python start-up): a
+    cost that does not grow with the run's steps, so it is not scaled with them. 0 when the
+    record does not say (an older run, a workload that never started, an untrusted value)."""
+    try:
+        meta = call_runner(target.host, ["show", run_dir, contract.METADATA])["doc"]
+        started = contract.parse_iso(str(meta["started_at"])).timestamp()
+        workload = meta["process"].get("workload_start_time")
+    except (OpsError, KeyError, TypeError, AttributeError, ValueError):
+        return 0.0
+    if not isinstance(workload, (int, float)) or isinstance(workload, bool):
+        return 0.0
+    return min(max(float(workload) - started, 0.0), elapsed)
+
+
 def estimate_for(target: Target, preset: str, overrides: Mapping[str, Any], gpu_model: str,
                  price_per_hour: float | None) -> dict[str, Any]:
     runs = checked_runs(call_runner(target.host, ["status", target.paths.outputs_root]))
@@ -78,7 +93,9 @@ def estimate_for(target: Target, preset: str, overrides: Mapping[str, Any], gpu_
         if model != gpu_model:
             continue
         earlier = spec.get("workload", {}).get("overrides", {}) if isinstance(spec, dict) else {}
-        samples.append(float(run["elapsed_s"]) * _scale(overrides, earlier))
+        elapsed = float(run["elapsed_s"])
+        setup = _setup_seconds(target, run_dir, elapsed)
+        samples.append(setup + (elapsed - setup) * _scale(overrides, earlier))
     if not samples:
         return {"runs": 0, "gpu_model": gpu_model, "duration_s": None, "cost": None,
                 "note": f"no completed run of {preset} on {gpu_model} here: no estimate"}
