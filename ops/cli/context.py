@@ -1,16 +1,20 @@
-"""What every command needs: the loaded project config and the host it targets."""
+"""What every command needs: the loaded project config and the host it targets.
+
+Imports of the config loader and the target services happen inside the functions, so a
+command module that imports this one pays for them only when the command runs.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ops.config.loader import LoadedConfig, load_config
-from ops.services.runs import Target
-from ops.services.target import open_target, outputs_note
+if TYPE_CHECKING:
+    from ops.config.loader import LoadedConfig
+    from ops.services.runs import Target
 
 
 def project_config_option(ctx: click.Context) -> Path | None:
@@ -20,6 +24,8 @@ def project_config_option(ctx: click.Context) -> Path | None:
 
 
 def load(ctx: click.Context) -> LoadedConfig:
+    from ops.config.loader import load_config
+
     return load_config(project_config_option(ctx))
 
 
@@ -43,6 +49,8 @@ def target_for(ctx: click.Context, loaded: LoadedConfig, host: str | None = None
                accept_new: bool = False, *, need_runner: bool = True) -> Target:
     """The host the command works on; a remote one is connected once, runner checked, and
     closed when the command ends."""
+    from ops.services.target import open_target, outputs_note
+
     target = open_target(loaded, host, accept_new=accept_new, need_runner=need_runner)
     ctx.call_on_close(target.close)
     if note := outputs_note(loaded, target):  # runs the old rule put elsewhere: never lost

@@ -8,14 +8,14 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ops.cli import render
 from ops.cli.context import host_options, load, target_for
-from ops.errors import HostError
-from ops.services import resolve
+
+if TYPE_CHECKING:
+    from ops.services import resolve
 
 STATUSES = ("launching", "queued", "running", "stalled", "starting", "serving", "unhealthy",
             "completed", "failed", "killed", "timeout", "aborted", "dead", "invalid")
@@ -63,6 +63,8 @@ def ps_command(ctx: click.Context, statuses: tuple[str, ...], presets: tuple[str
     """The newest runs, one line each.
 
     The short form of `ops run list` (10 runs by default); --watch keeps it fresh."""
+    from ops.services import resolve
+
     target = target_for(ctx, load(ctx), host, accept_new)
     chosen = resolve.TableFilter(statuses, presets, since, limit)
     if watch:
@@ -72,6 +74,8 @@ def ps_command(ctx: click.Context, statuses: tuple[str, ...], presets: tuple[str
 
 
 def show_listing(found: resolve.Listing) -> None:
+    from ops.cli import render
+
     render.show_runs(found.runs, found.empty_text())
 
 
@@ -79,6 +83,9 @@ def _frame(produce: Callable[[], resolve.Listing], interval: float) -> Any:
     """One redraw: a header line and the table; a host that fails this once (a dropped
     connection) is shown as such, and the next redraw asks again."""
     from rich.text import Text
+
+    from ops.cli import render
+    from ops.errors import HostError
 
     try:
         found = produce()
@@ -96,6 +103,8 @@ def watch_runs(produce: Callable[[], resolve.Listing], interval: float,
                sleep: Callable[[float], None] = time.sleep) -> None:
     """Redraw the table until Ctrl-C: in place on a terminal (rich's Live), one table after
     another when piped. Ctrl-C is the way out, so it ends quietly with exit 0."""
+    from ops.cli import render
+
     out = render.console()
     try:
         if out.is_terminal:

@@ -9,8 +9,6 @@ from typing import Any
 
 import click
 
-from runner import contract
-
 
 def echo_json(doc: Any) -> None:
     click.echo(json.dumps(doc, indent=2, sort_keys=False))
@@ -129,6 +127,8 @@ def runs_table(runs: Sequence[dict[str, Any]], empty: str = "no runs") -> str:
 
 def local_time(stamp: Any) -> str:
     """A UTC timestamp from the host as this machine's local time, to the second."""
+    from runner import contract
+
     if not isinstance(stamp, str):
         return "-"
     try:

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from ops.cli import housekeeping_cmds, render, render_run
+from ops.cli import housekeeping_cmds
 from ops.cli.context import host_options, load, target_for
-from ops.cli.ps_cmd import show_listing, table_options
+from ops.cli.ps_cmd import table_options
 from ops.cli.run_args import RunIdCommand, complete_preset, complete_run_id, run_id_argument
-from ops.config.loader import LoadedConfig
 from ops.errors import ExitCode, UsageError
-from ops.report import detail, diff
-from ops.services import dryrun, evaluation, fetch, forward, preflight, resolve, runs, submit
 
+if TYPE_CHECKING:  # each command imports the services it runs, when it runs
+    from ops.config.loader import LoadedConfig
+    from ops.services import runs, submit
+
+DIFF_SECTIONS = ("config", "command", "code", "env", "data", "metrics")  # ops.report.diff's
 JSON_HELP = "Print the result as JSON (its `schema` field names the format)."
 
 
@@ -69,6 +72,9 @@ def submit_cmd(ctx: click.Context, preset_arg: str | None, preset: str | None,
 
     PRESET (or --preset) runs detached in tmux on the host; a sweep launches one run per
     member."""
+    from ops.cli import render
+    from ops.services import preflight, runs, submit
+
     preset = _one_preset(preset_arg, preset)
     if (preset is None) == (resume_id is None):
         raise UsageError("give exactly one of --preset and --resume",
@@ -100,6 +106,8 @@ def _launch(loaded: LoadedConfig, target: runs.Target, preset: str | None,
             run_id: str | None, debug: bool, code: submit.CodeChoice) -> submit.Submitted:
     """A new run of PRESET, an eval of FROM_ID's checkpoint, or a resume of RESUME_ID (the
     two ids may be prefixes, @last or -N)."""
+    from ops.services import evaluation, resolve, submit
+
     if from_id:
         return evaluation.submit_from(loaded, target, str(preset),
                                       resolve.resolve(target, from_id), sets, run_id=run_id,
@@ -119,6 +127,8 @@ def _one_preset(positional: str | None, option: str | None) -> str | None:
 
 def _follow(target: runs.Target, run_id: str, lines: int | None = None) -> str | None:
     """Stream the log until the run ends; Ctrl-C stops following, never the run."""
+    from ops.services import runs
+
     try:
         return runs.tail(target, run_id, _write_stdout, follow=True, lines=lines)
     except KeyboardInterrupt:
@@ -129,6 +139,9 @@ def _follow(target: runs.Target, run_id: str, lines: int | None = None) -> str |
 
 def _dry_run(loaded: LoadedConfig, target: runs.Target, preset: str | None,
              sets: tuple[str, ...], *, debug: bool, as_json: bool) -> None:
+    from ops.cli import render
+    from ops.services import dryrun
+
     if preset is None:
         raise UsageError("--dry-run goes with --preset")
     doc = dryrun.dry_run(loaded, target, preset, sets, debug=debug)
@@ -150,6 +163,10 @@ def list_cmd(ctx: click.Context, statuses: tuple[str, ...], presets: tuple[str, 
     """Every run on the host, newest first.
 
     The history, one line each, with filters; `ops ps` is the short form."""
+    from ops.cli import render
+    from ops.cli.ps_cmd import show_listing
+    from ops.services import resolve
+
     found = resolve.listing(target_for(ctx, load(ctx), host, accept_new),
                             resolve.TableFilter(statuses, presets, since, limit))
     if as_json:
@@ -172,6 +189,10 @@ def status_cmd(ctx: click.Context, run_id: str | None, fetched: bool, as_json: b
 
     Without RUN_ID: the live runs and a count of the ended ones. With it: status, times,
     heartbeat, failure with its traceback, final and best metrics, the log's last lines."""
+    from ops.cli import render, render_run
+    from ops.report import detail
+    from ops.services import fetch, resolve, runs
+
     loaded = load(ctx)
     if fetched:
         root = loaded.repo_root / loaded.config.storage.artifacts_dir
@@ -198,7 +219,7 @@ def _need(value: str | None, message: str) -> str:
 @run_group.command("diff", cls=RunIdCommand)
 @run_id_argument("run_a")
 @run_id_argument("run_b")
-@click.option("--section", "sections", multiple=True, type=click.Choice(diff.SECTIONS),
+@click.option("--section", "sections", multiple=True, type=click.Choice(DIFF_SECTIONS),
               help="Only these sections (repeatable; default: all).")
 @click.option("--json", "as_json", is_flag=True, help="Print the diff as JSON (ops.run_diff/1).")
 @host_options
@@ -209,6 +230,10 @@ def diff_cmd(ctx: click.Context, run_a: str, run_b: str, sections: tuple[str, ..
 
     Config, command, code, env, data and metrics. A run is a run dir path, a fetched run id,
     or a run id on the host."""
+    from ops.cli import render
+    from ops.report import detail, diff
+    from ops.services import resolve
+
     loaded = load(ctx)
     artifacts = loaded.repo_root / loaded.config.storage.artifacts_dir
     opened: list[runs.Target] = []
@@ -238,6 +263,8 @@ def diff_cmd(ctx: click.Context, run_a: str, run_b: str, sections: tuple[str, ..
 def tail_cmd(ctx: click.Context, run_id: str, follow: bool, lines: int | None,
              host: str | None, accept_new: bool) -> None:
     """Print RUN_ID's stdout.log."""
+    from ops.services import resolve, runs
+
     target = target_for(ctx, load(ctx), host, accept_new)
     run_id = resolve.resolve(target, run_id)
     if follow:
@@ -257,6 +284,9 @@ def cancel_cmd(ctx: click.Context, run_id: str, as_json: bool, host: str | None,
     """Stop a run (SIGINT, SIGTERM, then SIGKILL).
 
     Each signal waits the preset's grace period before the next."""
+    from ops.cli import render
+    from ops.services import resolve, runs
+
     target = target_for(ctx, load(ctx), host, accept_new)
     run_id = resolve.resolve(target, run_id)
     result = runs.cancel(target, run_id)
@@ -280,6 +310,9 @@ def fetch_cmd(ctx: click.Context, run_id: str, dest: Path | None, with_checkpoin
     """Copy a run directory here.
 
     Only new or changed files are sent; resumable after a drop."""
+    from ops.cli import render
+    from ops.services import fetch, resolve
+
     loaded = load(ctx)
     root = dest or loaded.repo_root / loaded.config.storage.artifacts_dir
     target = target_for(ctx, loaded, host, accept_new)
@@ -304,6 +337,8 @@ def open_cmd(ctx: click.Context, run_id: str, local_port: int, host: str | None,
 
     On the local host it prints the URL; on an SSH host it forwards the port here until
     Ctrl-C."""
+    from ops.services import forward, resolve
+
     target = target_for(ctx, load(ctx), host, accept_new)
     forward.open_service(target, resolve.resolve(target, run_id), local_port, click.echo)
 
