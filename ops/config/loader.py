@@ -2,6 +2,9 @@
 
 Every problem comes out as a ConfigError or NotFoundError a user can act on: malformed JSON
 with its line and column, and one `dotted.path: message` line per validation problem.
+
+A config that validated before comes from the user's cache (ops.config.cache) instead of
+being validated again; pydantic and the models are imported only when needed.
 """
 
 from __future__ import annotations
@@ -12,20 +15,15 @@ import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
-from ops.config.models import (
-    KNOWN_PRESET_KINDS,
-    CommandPreset,
-    OverrideValue,
-    Preset,
-    ProjectConfig,
-    SweepPreset,
-)
-from ops.config.overrides import parse_sets
+from ops.config import cache
 from ops.errors import ConfigError, NotFoundError
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+    from ops.config.models import CommandPreset, OverrideValue, Preset, ProjectConfig
 
 PROJECT_RELPATH = Path("configs/ops/project.json")
 LOCAL_NAME = "project.local.json"
@@ -108,14 +106,14 @@ def repo_root_of(path: Path) -> Path:
 
 def load_config(explicit: Path | None = None, cwd: Path | None = None) -> LoadedConfig:
     path = find_project_config(explicit, cwd)
-    project_data = read_json_object(path)
+    project_bytes = read_config_bytes(path)
+    project_data = parse_json_object(path, project_bytes)
     local_path = path.with_name(LOCAL_NAME)
-    local_data = read_json_object(local_path) if os.path.lexists(local_path) else None
+    local_bytes = read_config_bytes(local_path) if os.path.lexists(local_path) else None
+    local_data = None if local_bytes is None else parse_json_object(local_path, local_bytes)
     merged = deep_merge(project_data, local_data or {})
-    try:
-        config = ProjectConfig.model_validate(merged)
-    except ValidationError as exc:
-        raise _invalid(exc, path, merged, local_data) from None
+    key = cache.key_of(project_bytes, local_bytes)
+    config = cache.load(key) or _validate(path, merged, local_data, key)
     return LoadedConfig(
         config=config,
         path=path,
@@ -127,12 +125,32 @@ def load_config(explicit: Path | None = None, cwd: Path | None = None) -> Loaded
     )
 
 
+def _validate(path: Path, merged: dict[str, Any], local_data: dict[str, Any] | None,
+              key: str) -> ProjectConfig:
+    """Validate the merged document; a valid one is cached under ``key``."""
+    from pydantic import ValidationError
+
+    from ops.config.models import ProjectConfig
+
+    try:
+        config = ProjectConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise _invalid(exc, path, merged, local_data) from None
+    cache.store(key, config)
+    return config
+
+
 def read_json_object(path: Path) -> dict[str, Any]:
     """Parse a JSON file that must hold an object; no NaN/Infinity, no duplicate keys, no
     absurd nesting. Only a regular file (or a link to one) is read, never waited on."""
+    return parse_json_object(path, read_config_bytes(path))
+
+
+def parse_json_object(path: Path, data: bytes) -> dict[str, Any]:
+    """The JSON object in ``data`` (the bytes of ``path``, named in every error)."""
     shown = display_path(path)
     try:
-        text = read_config_bytes(path).decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{shown}: not UTF-8 text ({exc.reason})") from None
     try:
@@ -280,6 +298,8 @@ def validation_details(
     exc: ValidationError, merged: Mapping[str, Any], local: Mapping[str, Any] | None = None
 ) -> list[str]:
     """One `dotted.path: message` line per problem, marking values from the overlay."""
+    from ops.config.models import KNOWN_PRESET_KINDS
+
     lines = []
     for error in exc.errors(include_url=False):
         parts = error_path(error["loc"], merged)
@@ -322,6 +342,9 @@ def lookup_preset(config: ProjectConfig, name: str) -> Preset:
 def resolve_preset(config: ProjectConfig, name: str, sets: Sequence[str] = (), *,
                    debug: bool = False) -> ResolvedPreset:
     """The named preset with --debug and --set applied to a copy of its overrides."""
+    from ops.config.models import SweepPreset
+    from ops.config.overrides import parse_sets
+
     preset = lookup_preset(config, name)
     if isinstance(preset, SweepPreset):
         raise ConfigError(f"preset {name!r} is a sweep of {', '.join(preset.members)}; "

@@ -6,8 +6,11 @@ The JSON Schema in schemas/project.schema.json is generated from these models
 
 from __future__ import annotations
 
+import ast
+import functools
+import inspect
 import math
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -77,9 +80,21 @@ OVERRIDE_FORMS: dict[str, str] = {
 _KEYS_ONLY: dict[str, Any] = {"json_schema_extra": {"additionalProperties": False}}
 
 
+# Importing these models must be cheap: most `ops` commands load a cached, already validated
+# config (ops.config.cache) and never validate. So the validators are built on first use
+# (defer_build), and the attribute docstrings, which only the JSON Schema needs, are read
+# when a schema is asked for (pydantic's use_attribute_docstrings reads the source at import).
+_CONFIG = ConfigDict(extra="forbid", defer_build=True)
+
+
 class _Closed(BaseModel):
-    # attribute docstrings become descriptions in the generated JSON Schema (editor tooltips)
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = _CONFIG
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The JSON Schema, with each field's attribute docstring as its description."""
+        attach_field_docstrings()
+        return super().model_json_schema(*args, **kwargs)
 
 
 class ProjectSection(_Closed):
@@ -433,7 +448,7 @@ WorkloadPreset = CommandPreset  # what a run executes: command, monai_seg, eval,
 
 
 class ProjectConfig(_Closed):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, populate_by_name=True)
+    model_config = ConfigDict(**_CONFIG, populate_by_name=True)
 
     schema_: str | None = Field(None, alias="$schema", title="$schema")
     """JSON Schema reference for editors."""
@@ -464,3 +479,34 @@ class ProjectConfig(_Closed):
                 if isinstance(target, SweepPreset):
                     raise ValueError(f"presets.{name}.members: {member!r} is a sweep itself")
         return self
+
+
+@functools.cache  # once per process
+def attach_field_docstrings() -> None:
+    """Give every field the docstring written under it as its description (what pydantic's
+    use_attribute_docstrings does at class creation), once, and rebuild the models."""
+    docs = _attribute_docstrings(ast.parse(Path(__file__).read_text(encoding="utf-8")))
+    models = [value for value in globals().values() if isinstance(value, type)
+              and issubclass(value, BaseModel) and value.__module__ == __name__]
+    for model in models:  # in definition order: a model's parts come before it
+        for name, info in model.model_fields.items():
+            owner = next(c for c in model.__mro__ if name in inspect.get_annotations(c))
+            text = docs.get(owner.__name__, {}).get(name)
+            if info.description is None and text is not None:
+                info.description = text
+        model.model_rebuild(force=True)
+
+
+def _attribute_docstrings(tree: ast.Module) -> dict[str, dict[str, str]]:
+    """{class name: {field: docstring}}: a string statement right after an annotated name."""
+    found: dict[str, dict[str, str]] = {}
+    for node in tree.body:
+        if not isinstance(node, ast.ClassDef):
+            continue
+        docs = found.setdefault(node.name, {})
+        for before, after in zip(node.body, node.body[1:], strict=False):
+            if (isinstance(before, ast.AnnAssign) and isinstance(before.target, ast.Name)
+                    and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                    and isinstance(after.value.value, str)):
+                docs[before.target.id] = inspect.cleandoc(after.value.value)
+    return found

@@ -1,0 +1,161 @@
+"""A per-user cache of validated project configs: a command whose config validated before
+skips pydantic's validation (and the building of its validators) and unpickles the result.
+
+Key: sha256 of the ops version, the source of the models and of the runner code their
+validators call, the bytes of project.json and of project.local.json (or its absence). Any
+edit to either file, or to the code that judges them, is a new key; a config that fails
+validation is never stored, so every error message comes from a real validation.
+
+Where: ``$XDG_CACHE_HOME/pod-ops`` (else ``~/.cache/pod-ops``), never the repository, which
+may come from someone else. The directory must be a real directory (checked with lstat),
+owned by this user, and closed to group and others (0700 when we make it); each entry must be
+a regular file owned by this user, 0600, with a matching checksum. Anything else is ignored
+(and replaced by the next store): the cache can only ever cost a validation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import stat
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ops import __version__
+
+if TYPE_CHECKING:
+    from ops.config.models import ProjectConfig
+
+MAGIC = b"ops-config-cache/1\n"
+MAX_ENTRY_BYTES = 16 << 20
+MAX_ENTRIES = 64  # old configs pile up as project.json changes; the oldest go first
+_RUNNER = Path(__file__).resolve().parents[2] / "runner"
+# the code whose verdict a cached entry stands for (the validators call into the runner)
+VALIDATION_SOURCES = (Path(__file__).with_name("models.py"), _RUNNER / "logpump.py",
+                      _RUNNER / "contract.py")
+
+
+def cache_dir() -> Path:
+    """$XDG_CACHE_HOME/pod-ops, else ~/.cache/pod-ops (a relative XDG path is ignored, as
+    the XDG spec says)."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".cache"
+    return root / "pod-ops"
+
+
+def key_of(project_bytes: bytes, local_bytes: bytes | None) -> str:
+    digest = hashlib.sha256(MAGIC)
+    for part in (__version__.encode(), sys.version.encode(), *_sources(),
+                 project_bytes, b"-" if local_bytes is None else b"+" + local_bytes):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def _sources() -> list[bytes]:
+    parts = []
+    for path in VALIDATION_SOURCES:
+        try:
+            parts.append(path.read_bytes())
+        except OSError:
+            parts.append(b"?")
+    return parts
+
+
+def load(key: str) -> ProjectConfig | None:
+    """The config stored under ``key``, or None (no entry, or one we do not trust)."""
+    directory = _private_dir(create=False)
+    data = _read_entry(directory / key) if directory else None
+    if data is None or not data.startswith(MAGIC):
+        return None
+    header, _, payload = data[len(MAGIC):].partition(b"\n")
+    from pydantic.version import VERSION  # the unpickled models must be this pydantic's
+
+    if header != _header(payload, VERSION):
+        return None
+    from ops.config.models import ProjectConfig
+
+    try:
+        config = pickle.loads(payload)  # noqa: S301 - see the module docstring
+    except Exception:  # noqa: BLE001 - a stale or torn entry, whatever it raises, is a miss
+        return None
+    return config if isinstance(config, ProjectConfig) else None
+
+
+def store(key: str, config: ProjectConfig) -> None:
+    """Write the entry atomically (temp file, 0600, rename); a failure only costs speed."""
+    from pydantic.version import VERSION
+
+    directory = _private_dir(create=True)
+    if directory is None:
+        return
+    payload = pickle.dumps(config, protocol=pickle.HIGHEST_PROTOCOL)
+    data = MAGIC + _header(payload, VERSION) + b"\n" + payload
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")  # mode 0600
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)  # no fsync: a torn entry fails its checksum and is rewritten
+        os.replace(tmp, directory / key)
+    except OSError:
+        Path(tmp).unlink(missing_ok=True)
+        return
+    _prune(directory, keep=key)
+
+
+def _header(payload: bytes, pydantic_version: str) -> bytes:
+    return f"pydantic={pydantic_version} sha256={hashlib.sha256(payload).hexdigest()}".encode()
+
+
+def _private_dir(*, create: bool) -> Path | None:
+    """The cache directory when it is safe to use: a directory (not a link), ours, 0700."""
+    directory = cache_dir()
+    try:
+        if create:
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            directory.mkdir(mode=0o700, exist_ok=True)  # a link or a file: refused below
+        info = directory.lstat()
+    except OSError:
+        return None
+    if (not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid()
+            or info.st_mode & 0o077):
+        return None
+    return directory
+
+
+def _read_entry(path: Path) -> bytes | None:
+    """An entry's bytes: a regular file (no link followed), ours, 0600 or tighter."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if (not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid()
+                or info.st_mode & 0o077 or info.st_size > MAX_ENTRY_BYTES):
+            return None
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            return fh.read(MAX_ENTRY_BYTES + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _prune(directory: Path, keep: str) -> None:
+    """Keep the newest MAX_ENTRIES entries, ``keep`` (the one just written) among them."""
+    try:
+        entries = [e for e in os.scandir(directory)
+                   if e.name != keep and e.is_file(follow_symlinks=False)]
+        if len(entries) < MAX_ENTRIES:
+            return
+        entries.sort(key=lambda e: e.stat(follow_symlinks=False).st_mtime_ns)
+        for entry in entries[:len(entries) - MAX_ENTRIES + 1]:
+            os.unlink(entry.path)
+    except OSError:
+        return
