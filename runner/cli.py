@@ -2,21 +2,28 @@
 
 Every verb prints one JSON document on stdout. Errors print {"error": {...}} and exit with
 2 (usage), 3 (not found), 4 (conflict) or 1 (failed). `exec` is the wrapper itself.
+
+The question verbs (QUESTION_VERBS: they read and answer at once) can also be asked in the
+calling process through `answer`, which gives the same document and exit code; ops does that
+on its own machine instead of starting a Python for each question.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 from runner import __version__, contract, housekeeping, preflight, report_data, status, verbs
 
 EXIT_BY_KIND = {"usage": 2, "not_found": 3, "conflict": 4, "failed": 1}
+# read-only and quick: what `answer` serves in the caller's process (no stdin, no waiting)
+QUESTION_VERBS = frozenset({"version", "status", "show", "ls", "tail"})
 
 
 class _JsonUsageParser(argparse.ArgumentParser):
@@ -164,20 +171,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
     except verbs.VerbError as exc:
-        return _error(exc)
+        return _error(exc, sys.stdout)
     code = _long_running(args)
     if code is not None:
         return code
+    return _respond(args, sys.stdout)
+
+
+def answer(argv: Sequence[str]) -> tuple[int, str]:
+    """(exit code, stdout) of `python -m runner ARGV` for a question verb, computed here: the
+    same parser, handler and error document. Any other verb is refused (ValueError)."""
+    out = io.StringIO()
+    try:
+        args = _parser().parse_args(list(argv))
+    except verbs.VerbError as exc:
+        return _error(exc, out), out.getvalue()
+    if args.verb not in QUESTION_VERBS:
+        raise ValueError(f"runner {args.verb} is not a question verb")
+    return _respond(args, out), out.getvalue()
+
+
+def _respond(args: argparse.Namespace, out: TextIO) -> int:
     try:
         result = HANDLERS[args.verb](args)
     except verbs.VerbError as exc:
-        return _error(exc)
-    json.dump({"schema": f"ops.runner_{args.verb.replace('-', '_')}/1", **result}, sys.stdout)
-    sys.stdout.write("\n")
+        return _error(exc, out)
+    json.dump({"schema": f"ops.runner_{args.verb.replace('-', '_')}/1", **result}, out)
+    out.write("\n")
     return 0
 
 
-def _error(exc: verbs.VerbError) -> int:
-    json.dump({"error": {"kind": exc.kind, "message": exc.message}}, sys.stdout)
-    sys.stdout.write("\n")
+def _error(exc: verbs.VerbError, out: TextIO) -> int:
+    json.dump({"error": {"kind": exc.kind, "message": exc.message}}, out)
+    out.write("\n")
     return EXIT_BY_KIND.get(exc.kind, 1)

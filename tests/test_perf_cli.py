@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +57,49 @@ def test_unknown_command_is_a_usage_error() -> None:
                           text=True, check=False)
     assert proc.returncode == 2
     assert "No such command 'bogus'" in proc.stderr
+
+
+def test_run_list_imports_only_what_listing_needs() -> None:
+    code = ("from ops.cli.main import cli\n"
+            "cli.get_command(None, 'run')\n")
+    loaded = _modules_after(code)
+    assert not {"pydantic", "ops.config.models", "ops.config.loader", "ops.services.submit",
+                "ops.services.dryrun", "ops.services.fetch", "ops.services.housekeeping",
+                "ops.report.diff", "ops.report.detail", "rich", "paramiko"} & loaded
+
+
+def test_the_config_loader_imports_no_pydantic() -> None:
+    assert not {"pydantic", "ops.config.models"} & _modules_after("import ops.config.loader")
+
+
+def test_a_cached_config_builds_no_validator(tmp_path: Path) -> None:
+    """The second process finds the first one's validated config: it unpickles the models
+    without building their core schema (the 0.2 s that pydantic spends at validation)."""
+    path = tmp_path / "configs" / "ops" / "project.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"project": {"name": "demo"}}))
+    probe = (f"from pathlib import Path\nfrom ops.config.loader import load_config\n"
+             f"loaded = load_config(Path({str(path)!r}))\n"
+             "print(type(loaded.config).__pydantic_complete__, loaded.config.project.name)\n")
+    answers = [subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                              check=True).stdout.split() for _ in range(2)]
+    assert answers == [["True", "demo"], ["False", "demo"]]
+
+
+def test_copies_of_service_constants_match_their_source() -> None:
+    """The command modules name the choices of --scope and --section themselves, so that
+    building the commands does not import the services."""
+    from ops.cli import housekeeping_cmds, run_cmds
+    from ops.report import diff
+    from ops.services import housekeeping
+
+    assert housekeeping_cmds.SCOPES == housekeeping.SCOPES
+    assert run_cmds.DIFF_SECTIONS == diff.SECTIONS
+
+
+def test_ops_config_exports_every_name_lazily() -> None:
+    import ops.config
+
+    assert sorted(ops.config.__all__) == sorted(ops.config._MODULE_OF)
+    for name in ops.config.__all__:
+        assert getattr(ops.config, name) is not None

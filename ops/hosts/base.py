@@ -96,8 +96,11 @@ _RUNNER_ERRORS: dict[str, type[OpsError]] = {
 def call_runner(host: Host, args: Sequence[str], *, input_text: str | None = None,
                 timeout: float | None = None) -> dict[str, Any]:
     """Run one runner verb on the host and return its JSON answer (one round trip)."""
-    result = host.exec([*host.runner_argv(), *args], input_text=input_text, check=False,
-                       timeout=timeout)
+    in_process = getattr(host, "runner_in_process", None)  # LocalHost: questions need no process
+    result = in_process(args) if in_process and input_text is None and timeout is None else None
+    if result is None:
+        result = host.exec([*host.runner_argv(), *args], input_text=input_text, check=False,
+                           timeout=timeout)
     try:
         doc = json.loads(result.stdout.strip().splitlines()[-1]) if result.stdout.strip() else None
     except (ValueError, RecursionError):  # not JSON, or nested past what json can parse
