@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ops.config.loader import LoadedConfig, display_path, load_config
-from ops.config.models import SweepPreset
-from ops.config.scaffold import InitResult, init_project
-from ops.services.outputs_root import OutputsRoot, all_outputs_roots, earlier_runs_note
+
+if TYPE_CHECKING:  # imported by the commands that use them
+    from ops.config.scaffold import InitResult
+    from ops.services.outputs_root import OutputsRoot
 
 SHOW_SCHEMA = "ops.config_show/1"
 
@@ -59,11 +60,15 @@ def init_command(name: str | None, force: bool) -> None:
 
     In the current directory; also gitignores the local overlay, .ops/, runs/ and artifacts/.
     Refused where a project file exists, or at the root of the enclosing git repository."""
+    from ops.config.scaffold import init_project
+
     result = init_project(Path.cwd(), name=name, force=force)
     click.echo(render_init(result))
 
 
 def show_document(loaded: LoadedConfig) -> dict[str, Any]:
+    from ops.services.outputs_root import all_outputs_roots, earlier_runs_note
+
     return {
         "schema": SHOW_SCHEMA,
         "config_path": str(loaded.path),
@@ -82,6 +87,9 @@ def render_show_json(loaded: LoadedConfig) -> str:
 
 
 def render_show_text(loaded: LoadedConfig) -> str:
+    from ops.config.models import SweepPreset
+    from ops.services.outputs_root import all_outputs_roots, earlier_runs_note
+
     overlay = display_path(loaded.local_path) if loaded.local_path else "none"
     lines = [f"# config: {display_path(loaded.path)}", f"# overlay: {overlay}"]
     lines += [

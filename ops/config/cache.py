@@ -20,7 +20,6 @@ import os
 import pickle
 import stat
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -87,6 +86,8 @@ def load(key: str) -> ProjectConfig | None:
 
 def store(key: str, config: ProjectConfig) -> None:
     """Write the entry atomically (temp file, 0600, rename); a failure only costs speed."""
+    import tempfile  # only a miss writes (tempfile costs 10 ms to import)
+
     from pydantic.version import VERSION
 
     directory = _private_dir(create=True)
