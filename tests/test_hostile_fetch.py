@@ -12,10 +12,10 @@ import io
 import json
 import os
 import tarfile
-from collections.abc import Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 
@@ -121,18 +121,25 @@ def test_the_laptop_refuses_anything_but_a_regular_file(tmp_path: Path, kind: by
 # -- a hostile listing --------------------------------------------------------------------------
 
 class HostileHost(LocalHost):
-    """The local host, except that `runner ls` answers with a listing a real runner never
-    writes (a stand-in for a compromised host: the real runner cannot produce these)."""
+    """The local host, except that the runner's fetch answer carries a listing a real runner
+    never writes (a stand-in for a compromised host: the real runner cannot produce these),
+    followed by a real tar of the paths it names."""
 
     def __init__(self, listing: Any):
         super().__init__()
         self.listing = listing
 
-    def exec(self, argv: Sequence[str], *, input_text: str | None = None, check: bool = True,
-             timeout: float | None = None) -> ExecResult:
-        if "ls" in argv:
-            return ExecResult("hostile", tuple(argv), 0, json.dumps(self.listing) + "\n", "")
-        return super().exec(argv, input_text=input_text, check=check, timeout=timeout)
+    @contextmanager
+    def stream(self, argv: Sequence[str], *, input_bytes: bytes = b"") -> Iterator[BinaryIO]:
+        files = self.listing.get("files") if isinstance(self.listing, dict) else None
+        paths = [f["path"] for f in files or [] if isinstance(f, dict)
+                 and isinstance(f.get("path"), str)]
+        out = io.BytesIO()
+        out.write(pack.frame(self.listing))
+        with suppress(ValueError):  # a path out of the run dir: the real runner refuses it
+            pack.write_tar(Path(argv[-1]), paths, out)
+        out.seek(0)
+        yield out
 
 
 GOOD = {"path": "stdout.log", "size": 6, "mtime": 1.0}
@@ -142,7 +149,7 @@ GOOD = {"path": "stdout.log", "size": 6, "mtime": 1.0}
     ({"files": None, "status": {}}, "'files' is missing, not a list"),
     ({"status": {}}, "'files' is missing, not a list"),
     ({"files": {"a": 1}}, "'files' is a dict, not a list"),
-    ([1, 2], "exited with 0"),  # not even an object: the answer is no runner answer
+    ([1, 2], "'files' is missing, not a list"),  # not even an object
     ({"files": [None]}, "files[0] is missing, not an object"),
     ({"files": ["stdout.log"]}, "files[0] is a str, not an object"),
     ({"files": [{**GOOD, "size": "abc"}]}, "files[0].size 'abc' is not a byte count"),

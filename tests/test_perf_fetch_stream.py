@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ops.errors import HostError
-from ops.services.fetch_stream import PipeTarReader, pipe_fd
+from ops.services.fetch_stream import TarReader, pipe_fd
 
 
 def pax_tar(entries: list[tuple[str, bytes]], *, kind: bytes = tarfile.REGTYPE) -> bytes:
@@ -50,7 +50,7 @@ def piped(data: bytes) -> Iterator[int]:
 
 def read_all(fd: int, into: Path) -> dict[str, tuple[bytes, float]]:
     got = {}
-    reader = PipeTarReader(fd)
+    reader = TarReader(fd)
     for member in reader.members():
         path = into / member.name.replace("/", "_")
         out = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
@@ -75,7 +75,7 @@ def test_files_arrive_whole_with_pax_names_and_mtimes(tmp_path: Path) -> None:
 
 def test_the_kind_of_each_entry_is_reported(tmp_path: Path) -> None:
     with piped(pax_tar([("link", b"")], kind=tarfile.SYMTYPE)) as fd:
-        members = list(PipeTarReader(fd).members())
+        members = list(TarReader(fd).members())
     assert [(m.name, m.type) for m in members] == [("link", tarfile.SYMTYPE)]
 
 
@@ -112,3 +112,63 @@ def test_a_local_stream_with_a_chatty_stderr_does_not_stall() -> None:
               "import sys; sys.stderr.write('e' * 300000); sys.stdout.write('done')"]
     with LocalHost().stream(chatty) as out:
         assert out.read() == b"done"
+
+
+# -- system calls: small files come out of one buffer on both ends ------------------------------
+
+def _io_counts() -> tuple[int, int]:
+    """This process's read and write system calls so far (Linux /proc/self/io)."""
+    fields = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
+    return int(fields["syscr"]), int(fields["syscw"])
+
+
+needs_proc_io = pytest.mark.skipif(not Path("/proc/self/io").exists(),
+                                   reason="counts system calls through /proc/self/io (Linux)")
+
+
+@needs_proc_io
+def test_the_reader_takes_many_small_files_in_few_reads(tmp_path: Path) -> None:
+    entries = [(f"out/s{i:03d}.json", os.urandom(200 + i)) for i in range(300)]
+    with piped(pax_tar(entries)) as fd:
+        before = _io_counts()[0]
+        reader = TarReader(fd)
+        for member in reader.members():
+            out = os.open(tmp_path / member.name.replace("/", "_"), os.O_WRONLY | os.O_CREAT)
+            try:
+                reader.copy_to(out)
+            finally:
+                os.close(out)
+        reads = _io_counts()[0] - before
+    assert {name: (tmp_path / name.replace("/", "_")).read_bytes()
+            for name, _ in entries} == dict(entries)
+    assert reads <= 30, reads  # was at least three a file (header, pax, padding): 900+
+
+
+@needs_proc_io
+def test_the_runner_writes_headers_and_small_files_together(tmp_path: Path) -> None:
+    from runner import pack
+
+    run = tmp_path / "run"
+    (run / "out").mkdir(parents=True)
+    for i in range(300):
+        (run / "out" / f"s{i:03d}.json").write_bytes(os.urandom(2000 + i))
+    read_fd, write_fd = os.pipe()
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        while data := os.read(read_fd, 1 << 16):
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    try:
+        with os.fdopen(write_fd, "wb") as out:
+            before = _io_counts()[1]
+            pack.write_tar(run, [f"out/s{i:03d}.json" for i in range(300)], out)
+            writes = _io_counts()[1] - before
+    finally:
+        reader.join()
+        os.close(read_fd)
+    with tarfile.open(fileobj=io.BytesIO(b"".join(chunks)), mode="r:") as tar:
+        assert len(tar.getmembers()) == 300
+    assert writes <= 10, writes  # tarfile's stream wrote a 10 KiB record at a time: 70+

@@ -1,35 +1,43 @@
 """`ops run fetch`: a run dir from the host into artifacts/runs/<run_id>/.
 
-One listing round trip decides what is missing (new files, and files whose size or mtime
-changed), then one tar stream brings exactly those. Each file lands under `.ops/partial/` first
-and is moved into place only once all its bytes arrived, so an interrupted fetch never leaves a
-truncated file that looks complete; re-running it fetches what is still missing.
+One round trip: the request names the files already here (path, size, mtime) and the runner
+(`python -m runner.pack`, see there) answers with the run dir's listing and status, followed
+by one tar stream of exactly the files that are missing or changed (a different size or mtime;
+the rule is runner.pack.wanted, the same function on both sides). The listing is checked entry
+by entry as untrusted input, and only entries of that set are accepted from the stream. Each
+file lands under `.ops/partial/` first and is moved into place only once all its bytes arrived,
+so an interrupted fetch never leaves a truncated file that looks complete; re-running it fetches
+what is still missing. Nothing is fsynced per file (as with rsync); the record is written
+atomically at the end.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import math
 import os
 import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from ops.errors import HostError, NotFoundError
-from ops.hosts.base import call_runner
-from ops.services.fetch_stream import PipeTarReader, pipe_fd
+from ops.errors import ConflictError, HostError, NotFoundError, OpsError, UsageError
+from ops.hosts.base import HostCommandError
+from ops.services.fetch_stream import StreamEndedError, TarReader, pipe_fd, widen_pipe
 from ops.services.runs import Target
 from runner import contract
+from runner.pack import FRAME_MAGIC, MAX_FRAME
+from runner.pack import wanted as missing_files
 
 PARTIAL = ".ops/partial"
 _FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)
 RECORD = ".ops/fetch.json"
 Progress = Callable[[int], None]
+_ERRORS: dict[str, type[OpsError]] = {"usage": UsageError, "not_found": NotFoundError,
+                                      "conflict": ConflictError}  # as call_runner maps them
 
 
 @dataclass
@@ -49,43 +57,130 @@ class FetchResult:
                 "seconds": round(self.seconds, 3)}
 
 
-def _needed(remote: list[dict[str, Any]], dest: Path) -> list[dict[str, Any]]:
-    wanted = []
-    for item in remote:
-        local = dest / item["path"]
-        try:
-            stat = local.stat()
-        except OSError:  # absent, or a file where the path needs a directory: fetch it
-            wanted.append(item)
-            continue
-        if stat.st_size != item["size"] or abs(stat.st_mtime - item["mtime"]) > 1e-3:
-            wanted.append(item)
-    return wanted
+def _have(dest: Path) -> list[list[Any]]:
+    """[path, size, mtime] of every regular file already in the fetched copy (not .ops/)."""
+    have: list[list[Any]] = []
+    for root, dirs, names in os.walk(dest):
+        if root == str(dest):
+            dirs[:] = [d for d in dirs if d != ".ops"]
+        rel_root = os.path.relpath(root, dest)
+        for name in names:
+            with contextlib.suppress(OSError):
+                info = os.lstat(os.path.join(root, name))
+                if info.st_mode & 0o170000 == 0o100000:  # a regular file
+                    rel = name if rel_root == "." else f"{rel_root}/{name}"
+                    have.append([rel, info.st_size, info.st_mtime])
+    return have
 
 
 def fetch(target: Target, run_id: str, dest_root: Path, *, with_checkpoints: bool = False,
           progress: Callable[[int, int], Progress] | None = None) -> FetchResult:
     started = time.time()
     run_dir = target.run_dir(run_id)
-    args = ["ls", run_dir] + (["--with-checkpoints"] if with_checkpoints else [])
-    files, status = checked_listing(call_runner(target.host, args), target.host.name)
     dest = dest_root / run_id
-    result = FetchResult(run_id, dest, remote_status=_text_or_none(status.get("status")))
-    wanted = _needed(files, dest)
-    result.files_current = len(files) - len(wanted)
+    have = _have(dest)
+    ask = _Ask(run_dir, have, json.dumps({"with_checkpoints": with_checkpoints,
+                                          "have": have}).encode())
+    result = FetchResult(run_id, dest)
     try:
-        if wanted:
-            total = sum(w["size"] for w in wanted)
-            advance = progress(total, len(wanted)) if progress else None
-            payload = json.dumps([w["path"] for w in wanted]).encode()
-            with target.host.stream([*target.host.runner_argv(), "pack", run_dir],
-                                    input_bytes=payload) as stream:
-                _receive(stream, dest, {w["path"]: w for w in wanted}, result, advance)
+        status = _fetch_once(target, ask, result, progress)
         result.seconds = time.time() - started
         _record(target, run_dir, result, status, with_checkpoints)
     finally:
         _prune_partial(dest)
     return result
+
+
+@dataclass(frozen=True)
+class _Ask:
+    """What one fetch asks: the run dir on the host, the files here, the request's bytes."""
+
+    run_dir: str
+    have: list[list[Any]]
+    body: bytes
+
+
+def _fetch_once(target: Target, ask: _Ask, result: FetchResult,
+                progress: Callable[[int, int], Progress] | None) -> dict[str, Any]:
+    """The one round trip; a runner remembered on the host but gone since is checked fully
+    once and asked again (as call_runner does)."""
+    host = target.host
+    try:
+        return _exchange(target, ask, result, progress)
+    except HostCommandError as exc:
+        recheck = getattr(host, "runner_recheck", None)
+        if recheck is None or not _runner_missing(exc):
+            raise
+        host.runner_recheck = None  # type: ignore[attr-defined]
+        recheck()
+        return _exchange(target, ask, result, progress)
+
+
+def _runner_missing(exc: HostCommandError) -> bool:
+    text = exc.result.stderr + exc.result.stdout
+    return exc.result.exit_code == 127 or "No module named" in text
+
+
+def _exchange(target: Target, ask: _Ask, result: FetchResult,
+              progress: Callable[[int, int], Progress] | None) -> dict[str, Any]:
+    host = target.host
+    argv = [*pack_argv(host.runner_argv()), ask.run_dir]
+    with host.stream(argv, input_bytes=ask.body) as stream:
+        reader = _reader(stream)
+        answer = _read_answer(reader, host.name)
+        if answer is not None:
+            files, status = checked_listing(answer, host.name)
+            result.remote_status = _text_or_none(status.get("status"))
+            missing = set(missing_files(files, ask.have))
+            want = {f["path"]: f for f in files if f["path"] in missing}
+            result.files_current = len(files) - len(want)
+            total = sum(w["size"] for w in want.values())
+            advance = progress(total, len(want)) if progress and want else None
+            _receive_members(reader, result.dest, want, result, advance)
+    if answer is None:  # nothing at all, yet a clean exit
+        raise HostError(f"fetch: the runner on {host.name} gave no answer",
+                        hint="the runner on the host is not what ops expects")
+    return status
+
+
+def pack_argv(runner_argv: Sequence[str]) -> list[str]:
+    """`... -m runner` -> `... -m runner.pack`: the fetch answer without runner.cli's imports."""
+    argv = list(runner_argv)
+    if argv[-2:] != ["-m", "runner"]:
+        raise HostError(f"fetch: cannot start the runner's pack module from {argv!r}")
+    return [*argv[:-1], "runner.pack"]
+
+
+def _reader(stream: BinaryIO) -> TarReader:
+    fd = pipe_fd(stream)
+    if fd is None:
+        return TarReader(stream)
+    widen_pipe(fd)  # OpenSSH's stdout: headers parsed here, bytes moved by the kernel
+    return TarReader(fd)
+
+
+def _read_answer(reader: TarReader, host: str) -> Any:
+    """The framed JSON answer; None when the stream ended before any byte (the command
+    failed: the stream's exit status tells why). An error answer raises as call_runner's."""
+    line = reader.read_line(len(FRAME_MAGIC) + 12, "the runner's answer")
+    if line is None:
+        return None
+    size_text = line[len(FRAME_MAGIC):].strip()
+    if not line.startswith(FRAME_MAGIC) or not size_text.isdigit() \
+            or int(size_text) > MAX_FRAME:
+        raise HostError(f"fetch: the answer from {host} is not the runner's",
+                        details=[repr(line[:60])],
+                        hint="the runner on the host is not what ops expects")
+    try:
+        doc = json.loads(reader.read_exact(int(size_text), "the runner's answer"))
+    except (ValueError, RecursionError):
+        raise _bad_listing(host, "not JSON") from None
+    if isinstance(doc, dict) and "error" in doc:
+        err = doc["error"] if isinstance(doc["error"], dict) else {"message": doc["error"]}
+        kind = err.get("kind")
+        error_type = _ERRORS.get(kind, OpsError) if isinstance(kind, str) else OpsError
+        raise error_type(str(err.get("message"))[:2000])
+    return doc
 
 
 def checked_listing(listing: Any, host: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -163,33 +258,19 @@ def _prune_partial(dest: Path) -> None:
 
 def _receive(stream: BinaryIO, dest: Path, wanted: dict[str, dict[str, Any]],
              result: FetchResult, advance: Progress | None) -> None:
-    fd = pipe_fd(stream)
-    if fd is not None:  # OpenSSH's stdout: headers here, bytes moved by the kernel
-        _receive_pipe(PipeTarReader(fd), dest, wanted, result, advance)
-        return
+    """A bare tar stream (no answer frame) into dest: what _exchange does after the frame."""
+    _receive_members(_reader(stream), dest, wanted, result, advance)
+
+
+def _receive_members(reader: TarReader, dest: Path, wanted: dict[str, dict[str, Any]],
+                     result: FetchResult, advance: Progress | None) -> None:
+    """Each member: one that was asked for, a regular file, written under .ops/partial and
+    moved into place once whole, with the sender's mtime."""
     partial_root = dest / PARTIAL
     made: set[Path] = set()  # directories known to exist: one mkdir each, not one a file
     with _resumable(dest, result):
-        # one big buffered read at a time: tarfile's own reads are 10 KiB, and each read
-        # through paramiko's Python code is slow (measured: 60 MB/s unbuffered, 2x rsync's time)
-        reader = io.BufferedReader(_Chunks(stream), buffer_size=1 << 20)
-        with tarfile.open(fileobj=reader, mode="r|", bufsize=1 << 16) as tar:
-            for member in tar:
-                # regular files that were asked for, nothing else: no links, devices, dirs
-                if member.name not in wanted or member.type not in _FILE_TYPES:
-                    raise HostError(f"fetch: unexpected entry {member.name!r} in the stream")
-                final = _place(tar, member, partial_root, dest, advance, made=made)
-                result.files_fetched.append(member.name)
-                result.bytes_fetched += final
-
-
-def _receive_pipe(reader: PipeTarReader, dest: Path, wanted: dict[str, dict[str, Any]],
-                  result: FetchResult, advance: Progress | None) -> None:
-    """_receive for a pipe: the same checks, the same partial-then-rename placing."""
-    partial_root = dest / PARTIAL
-    made: set[Path] = set()
-    with _resumable(dest, result):
         for member in reader.members():
+            # regular files that were asked for, nothing else: no links, devices, dirs
             if member.name not in wanted or member.type not in _FILE_TYPES:
                 raise HostError(f"fetch: unexpected entry {member.name!r} in the stream")
             rel = _safe_rel(member.name)
@@ -200,9 +281,11 @@ def _receive_pipe(reader: PipeTarReader, dest: Path, wanted: dict[str, dict[str,
                              0o644)
                 try:
                     written = reader.copy_to(fd, advance)
+                    # the sender's mtime at the moment it opened the file: a file that
+                    # changed after the listing is compared against what actually arrived
+                    os.utime(fd, (member.mtime, member.mtime))
                 finally:
                     os.close(fd)
-                os.utime(partial, (member.mtime, member.mtime))
             except BaseException:
                 partial.unlink(missing_ok=True)  # never leave a piece of a file behind
                 raise
@@ -218,12 +301,19 @@ def _resumable(dest: Path, result: FetchResult) -> Iterator[None]:
     it (the files already placed are whole); a HostError of our own passes as it is."""
     try:
         yield
+    except StreamEndedError as exc:
+        raise _interrupted(dest, result, exc) from exc
     except HostError:
         raise
     except Exception as exc:
-        raise HostError(f"fetch of {dest.name} was interrupted: {exc}",
-                        hint="run the same command again: it resumes with what is missing "
-                             f"({len(result.files_fetched)} files already in place)") from exc
+        raise _interrupted(dest, result, exc) from exc
+
+
+def _interrupted(dest: Path, result: FetchResult, exc: Exception) -> HostError:
+    reason = exc.message.removeprefix("fetch: ") if isinstance(exc, HostError) else str(exc)
+    return HostError(f"fetch of {dest.name} was interrupted: {reason}",
+                     hint="run the same command again: it resumes with what is missing "
+                          f"({len(result.files_fetched)} files already in place)")
 
 
 def _safe_rel(name: str) -> PurePosixPath:
@@ -233,56 +323,10 @@ def _safe_rel(name: str) -> PurePosixPath:
     return rel
 
 
-class _Chunks(io.RawIOBase):
-    """A host's output stream as a raw stream, for io.BufferedReader."""
-
-    def __init__(self, stream: BinaryIO):
-        self._stream = stream
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self._stream.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-
 def _mkdir(path: Path, made: set[Path]) -> None:
     if path not in made:
         path.mkdir(parents=True, exist_ok=True)
         made.add(path)
-
-
-def _place(tar: tarfile.TarFile, member: tarfile.TarInfo, partial_root: Path, dest: Path,
-           advance: Progress | None, *, made: set[Path]) -> int:
-    rel = _safe_rel(member.name)
-    partial = partial_root / rel
-    _mkdir(partial.parent, made)
-    source = tar.extractfile(member)
-    if source is None:
-        raise HostError(f"fetch: {member.name} has no data")
-    written = 0
-    try:
-        with open(partial, "wb") as out:
-            while chunk := source.read(1 << 20):
-                out.write(chunk)
-                written += len(chunk)
-                if advance:
-                    advance(len(chunk))
-        if written != member.size:
-            raise HostError(f"fetch: {member.name} arrived with {written} of {member.size} "
-                            "bytes")
-    except BaseException:
-        partial.unlink(missing_ok=True)  # never leave a piece of a file behind
-        raise
-    # the sender's mtime at the moment it opened the file: a file that changed after the
-    # listing is compared against what actually arrived, and fetched again next time
-    os.utime(partial, (member.mtime, member.mtime))
-    final = dest / rel
-    _mkdir(final.parent, made)
-    os.replace(partial, final)
-    return written
 
 
 def _record(target: Target, run_dir: str, result: FetchResult, status: dict[str, Any],
