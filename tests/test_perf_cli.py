@@ -3,7 +3,9 @@ bare `ops` prints the help and succeeds (issue 14)."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -103,3 +105,33 @@ def test_ops_config_exports_every_name_lazily() -> None:
     assert sorted(ops.config.__all__) == sorted(ops.config._MODULE_OF)
     for name in ops.config.__all__:
         assert getattr(ops.config, name) is not None
+
+
+RUNS = [
+    {"run_id": "a-1", "status": "completed", "preset": "smoke", "elapsed_s": 8.2,
+     "created_at": "2026-11-30T01:04:23.098Z", "tmux_alive": False},
+    {"run_id": "wide-日本語-\x1b[31mx", "status": "queued", "slurm": {"reason": "Resources"},
+     "preset": "p" * 90, "slurm_job_id": 12, "headline": {"metric": "loss", "value": 1.5}},
+    {"run_id": "b" * 130, "status": "failed", "preset": None, "created_at": "bogus"},
+]
+
+
+def test_a_piped_run_table_is_rich_text_without_rich() -> None:
+    """Piped, `ops ps` / `ops run list` print the table rich would print, without its import."""
+    from rich.console import Console
+
+    from ops.cli import render
+
+    code = ("import json, sys\nfrom ops.cli import render\n"
+            f"render.show_runs(json.loads({json.dumps(RUNS)!r}), 'none')\n"
+            "sys.stdout.flush()\n")
+    proc = subprocess.run([sys.executable, "-c", code + "print(json.dumps(sorted(sys.modules)))"],
+                          capture_output=True, text=True, check=True,
+                          env={k: v for k, v in os.environ.items()
+                               if k not in ("FORCE_COLOR", "TTY_COMPATIBLE")})
+    table, _, modules = proc.stdout.rpartition("\n[")
+    assert "rich" not in json.loads("[" + modules)
+    drawn = io.StringIO()
+    Console(file=drawn, highlight=False, markup=False, emoji=False, soft_wrap=True).print(
+        render.styled_table(render.run_rows(RUNS), render.RUN_HEADERS))
+    assert table + "\n" == drawn.getvalue()

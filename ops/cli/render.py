@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -254,8 +255,17 @@ def styled_table(rows: Sequence[Sequence[str]], headers: Sequence[str],
 
 
 def show_runs(runs: Sequence[dict[str, Any]], empty: str) -> None:
-    """Print the run table, coloured on a terminal."""
+    """Print the run table, coloured on a terminal (drawn by rich); piped, the same text
+    without importing rich."""
     if not runs:
         click.echo(empty)
-        return
-    console().print(styled_table(run_rows(runs), RUN_HEADERS))
+    elif wants_colour():
+        console().print(styled_table(run_rows(runs), RUN_HEADERS))
+    else:
+        click.echo(table(run_rows(runs), RUN_HEADERS))
+
+
+def wants_colour() -> bool:
+    """Whether rich would colour stdout: a terminal, or FORCE_COLOR / TTY_COMPATIBLE set."""
+    forced = any(os.environ.get(name) for name in ("FORCE_COLOR", "TTY_COMPATIBLE"))
+    return forced or sys.stdout.isatty()
