@@ -172,3 +172,23 @@ def test_the_runner_writes_headers_and_small_files_together(tmp_path: Path) -> N
     with tarfile.open(fileobj=io.BytesIO(b"".join(chunks)), mode="r:") as tar:
         assert len(tar.getmembers()) == 300
     assert writes <= 10, writes  # tarfile's stream wrote a 10 KiB record at a time: 70+
+
+
+HEADERS = {"short": ("summary.json", tarfile.REGTYPE, 13),
+           "prefix": ("a/" * 60 + "deep.json", tarfile.REGTYPE, 0),
+           "dir": ("out/dir", tarfile.DIRTYPE, 0), "huge": ("big.pt", tarfile.REGTYPE, 8**11 + 3)}
+FORMATS = {"ustar": tarfile.USTAR_FORMAT, "gnu": tarfile.GNU_FORMAT, "pax": tarfile.PAX_FORMAT}
+
+
+@pytest.mark.parametrize(("fmt", "entry"), [(f, e) for f in FORMATS for e in HEADERS
+                                            if (f, e) != ("ustar", "huge")])  # cannot hold it
+def test_the_quick_header_reader_agrees_with_tarfile(fmt: str, entry: str) -> None:
+    from ops.services.fetch_stream import _header
+
+    name, kind, size = HEADERS[entry]
+    info = tarfile.TarInfo(name)
+    info.type, info.size, info.mtime = kind, size, 1_700_000_123
+    block = info.tobuf(FORMATS[fmt], "utf-8", "surrogateescape")[-512:]  # the entry's header
+    ours, theirs = _header(block), tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+    assert (ours.name, ours.type, ours.size, ours.mtime) == \
+        (theirs.name, theirs.type, theirs.size, float(theirs.mtime))
