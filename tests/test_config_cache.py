@@ -46,7 +46,8 @@ def _key(path: Path) -> str:
 def _plant(path: Path, name: str) -> Path:
     """A well-formed entry under the key of ``path``'s config holding another project name:
     whether load_config returns it says whether the entry was trusted."""
-    cache.store(_key(path), ProjectConfig.model_validate(_doc(name)))
+    planted = ProjectConfig.model_validate(_doc(name))
+    cache.store(_key(path), planted, planted.model_dump(mode="json", by_alias=True))
     return cache.cache_dir() / _key(path)
 
 

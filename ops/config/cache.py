@@ -4,7 +4,8 @@ skips pydantic's validation (and the building of its validators) and unpickles t
 Key: sha256 of the ops version, the source of the models and of the runner code their
 validators call, the bytes of project.json and of project.local.json (or its absence). Any
 edit to either file, or to the code that judges them, is a new key; a config that fails
-validation is never stored, so every error message comes from a real validation.
+validation is never stored, so every error message comes from a real validation. Value: the
+validated ProjectConfig and its JSON dump (what `ops config show` lists), pickled.
 
 Where: ``$XDG_CACHE_HOME/pod-ops`` (else ``~/.cache/pod-ops``), never the repository, which
 may come from someone else. The directory must be a real directory (checked with lstat),
@@ -21,7 +22,7 @@ import pickle
 import stat
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ops import __version__
 
@@ -64,8 +65,9 @@ def _sources() -> list[bytes]:
     return parts
 
 
-def load(key: str) -> ProjectConfig | None:
-    """The config stored under ``key``, or None (no entry, or one we do not trust)."""
+def load(key: str) -> tuple[ProjectConfig, dict[str, Any]] | None:
+    """The config stored under ``key`` and its JSON dump, or None (no entry, or one we do not
+    trust)."""
     directory = _private_dir(create=False)
     data = _read_entry(directory / key) if directory else None
     if data is None or not data.startswith(MAGIC):
@@ -78,13 +80,16 @@ def load(key: str) -> ProjectConfig | None:
     from ops.config.models import ProjectConfig
 
     try:
-        config = pickle.loads(payload)  # noqa: S301 - see the module docstring
+        entry = pickle.loads(payload)  # noqa: S301 - see the module docstring
     except Exception:  # noqa: BLE001 - a stale or torn entry, whatever it raises, is a miss
         return None
-    return config if isinstance(config, ProjectConfig) else None
+    if (isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], ProjectConfig)
+            and isinstance(entry[1], dict)):
+        return entry[0], entry[1]
+    return None
 
 
-def store(key: str, config: ProjectConfig) -> None:
+def store(key: str, config: ProjectConfig, dumped: dict[str, Any]) -> None:
     """Write the entry atomically (temp file, 0600, rename); a failure only costs speed."""
     import tempfile  # only a miss writes (tempfile costs 10 ms to import)
 
@@ -93,7 +98,7 @@ def store(key: str, config: ProjectConfig) -> None:
     directory = _private_dir(create=True)
     if directory is None:
         return
-    payload = pickle.dumps(config, protocol=pickle.HIGHEST_PROTOCOL)
+    payload = pickle.dumps((config, dumped), protocol=pickle.HIGHEST_PROTOCOL)
     data = MAGIC + _header(payload, VERSION) + b"\n" + payload
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")  # mode 0600

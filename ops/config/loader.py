@@ -42,10 +42,12 @@ class LoadedConfig:
     merged: dict[str, Any]
     project_data: dict[str, Any] = field(default_factory=dict)
     local_data: dict[str, Any] | None = None
+    dumped: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    """config as JSON (by alias), when known: a cached config comes with it."""
 
     def provenance(self) -> list[tuple[str, object, str]]:
         """Every leaf of the effective config: (dotted path, value, source file or default)."""
-        dumped = self.config.model_dump(mode="json", by_alias=True)
+        dumped = self.dumped if self.dumped is not None else dump_config(self.config)
         return [
             (".".join(parts), value, source_of(parts, self.project_data, self.local_data))
             for parts, value in iter_leaves(dumped)
@@ -113,8 +115,9 @@ def load_config(explicit: Path | None = None, cwd: Path | None = None) -> Loaded
     local_data = None if local_bytes is None else parse_json_object(local_path, local_bytes)
     merged = deep_merge(project_data, local_data or {})
     key = cache.key_of(project_bytes, local_bytes)
-    config = cache.load(key) or _validate(path, merged, local_data, key)
+    config, dumped = cache.load(key) or _validate(path, merged, local_data, key)
     return LoadedConfig(
+        dumped=dumped,
         config=config,
         path=path,
         local_path=local_path if local_data is not None else None,
@@ -125,9 +128,13 @@ def load_config(explicit: Path | None = None, cwd: Path | None = None) -> Loaded
     )
 
 
+def dump_config(config: ProjectConfig) -> dict[str, Any]:
+    return config.model_dump(mode="json", by_alias=True)
+
+
 def _validate(path: Path, merged: dict[str, Any], local_data: dict[str, Any] | None,
-              key: str) -> ProjectConfig:
-    """Validate the merged document; a valid one is cached under ``key``."""
+              key: str) -> tuple[ProjectConfig, dict[str, Any]]:
+    """Validate the merged document; a valid one is cached under ``key``, with its dump."""
     from pydantic import ValidationError
 
     from ops.config.models import ProjectConfig
@@ -136,8 +143,9 @@ def _validate(path: Path, merged: dict[str, Any], local_data: dict[str, Any] | N
         config = ProjectConfig.model_validate(merged)
     except ValidationError as exc:
         raise _invalid(exc, path, merged, local_data) from None
-    cache.store(key, config)
-    return config
+    dumped = dump_config(config)  # cheap now: validating built the serializer too
+    cache.store(key, config, dumped)
+    return config, dumped
 
 
 def read_json_object(path: Path) -> dict[str, Any]:
