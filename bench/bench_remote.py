@@ -64,8 +64,10 @@ from pathlib import Path
 from typing import Any
 
 from _common import REPO, Sandbox, make_run_dir, median, start_wrapper, table
+from fetch_cost import Cost, CostMeter
 
 from ops.config.loader import LoadedConfig, load_config
+from ops.hosts.mux import control_dir
 from ops.hosts.ssh import open_host
 from ops.services import fetch as fetch_service
 from ops.services import runs, submit
@@ -469,26 +471,33 @@ class FetchTools:
 
 
 def fetch_rounds(tools: FetchTools, expected: tuple[int, int], repeats: int,
-                 work: Path, budget_s: float = FETCH_BUDGET_S) -> dict[str, list[float]]:
+                 work: Path, budget_s: float = FETCH_BUDGET_S, *,
+                 costs: dict[str, list[Cost]] | None = None) -> dict[str, list[float]]:
     """One warm-up round, then ``repeats`` measured rounds (fewer when the warm-up shows they
-    would not fit the budget); the tools take turns within a round."""
+    would not fit the budget); the tools take turns within a round. ``costs`` gets each
+    measured fetch's CPU seconds (laptop, pod) and SSH sessions."""
     by_name: dict[str, Callable[[Path], None]] = {OPS: tools.ops, "scp -r": tools.scp,
                                                   "rsync -a": tools.rsync}
     samples: dict[str, list[float]] = {name: [] for name in [*by_name, OPS_FETCH_ONLY]}
+    meter = CostMeter(tools.pod.work / "sshd", str(control_dir(tools.pod.project) or "-M"))
     round_no = 0
     while round_no <= repeats:
         round_started = time.perf_counter()
         for name, tool in by_name.items():
             dest = work / f"{round_no}-{name.split()[0]}"
             dest.mkdir(parents=True)
+            before = meter.now()
             start = time.perf_counter()
             tool(dest)
             seconds = time.perf_counter() - start
+            cost = meter.now() - before
             got = tree_size(dest / tools.run_id)
             if got != expected:
                 raise RuntimeError(f"{name} fetched {got}, expected {expected}")
             if round_no:
                 samples[name].append(seconds)
+                if costs is not None:
+                    costs.setdefault(name, []).append(cost)
                 if name == OPS:
                     samples[OPS_FETCH_ONLY].append(tools.fetch_only_s)
             shutil.rmtree(dest)
@@ -512,13 +521,22 @@ def bench_fetch(pod: Pod, template: Path, results: Results, *, small: int, size_
     print(f"\n[2] fetch: {run_id}: {n_files} files, {n_bytes / 1e6:.0f} MB "
           f"(made in {made:.1f} s)")
     tools = FetchTools(pod, pod.load(), root, run_id)
-    samples = fetch_rounds(tools, (n_files, n_bytes), repeats, pod.work / "fetched", budget_s)
+    costs: dict[str, list[Cost]] = {}
+    samples = fetch_rounds(tools, (n_files, n_bytes), repeats, pod.work / "fetched", budget_s,
+                           costs=costs)
     mids = {name: median(values) for name, values in samples.items()}
     for name, values in samples.items():
         print(f"    {name:28} {', '.join(f'{s:.2f}' for s in values)} s -> median "
               f"{mids[name]:.2f} s ({n_bytes / 1e6 / mids[name]:.0f} MB/s)")
+    print("    CPU seconds (median; steadier than wall time on a loaded machine), SSH sessions:")
+    for name, spent in costs.items():
+        print(f"    {name:28} laptop {median([c.laptop_s for c in spent]):.2f} s, pod "
+              f"{median([c.pod_s for c in spent]):.2f} s, "
+              f"{median([float(c.sessions) for c in spent]):g} session(s) a fetch")
     baseline = f"scp {mids['scp -r']:.2f} s / rsync {mids['rsync -a']:.2f} s"
-    results.raw["fetch"] = {"files": n_files, "bytes": n_bytes, "samples_s": samples}
+    results.raw["fetch"] = {"files": n_files, "bytes": n_bytes, "samples_s": samples,
+                            "cost": {name: [vars(c) for c in spent]
+                                     for name, spent in costs.items()}}
     # issue 14: against rsync -a, round by round (the tools took turns within a round)
     per_round = [o / r for o, r in zip(samples[OPS], samples["rsync -a"], strict=True)]
     print(f"    ops / rsync -a per round: {', '.join(f'{r:.2f}' for r in per_round)}")

@@ -1,0 +1,75 @@
+"""What one fetch costs, beside its wall time (bench_remote.py section 2): CPU seconds on the
+laptop's side and on the pod's side, and SSH sessions (round trips). On a loaded machine these
+are much steadier than wall times.
+
+- laptop: this process and its reaped children (scp, rsync and their ssh clients) plus the
+  shared OpenSSH masters of this project (`ssh -M`, a daemon: ops's crypto runs there);
+- pod: the loopback sshd and everything below it, alive or reaped (sshd's crypto, the remote
+  `rsync --server`, `scp -f` or `python -m runner.pack`);
+- sessions: "Starting session" lines in the sshd's log (one per exec, through a master too).
+"""
+
+from __future__ import annotations
+
+import resource
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+
+def _tree_cpu(pid: int) -> float:
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            continue  # gone between the listing and the read: its parent has it now
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+def _masters_cpu(marker: str) -> float:
+    """CPU of the `ssh -M` masters whose command line names ``marker`` (our control dir)."""
+    total = 0.0
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        try:
+            argv = proc.info["cmdline"] or []
+            if proc.info["name"] == "ssh" and "-M" in argv and any(marker in a for a in argv):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        except psutil.Error:
+            continue
+    return total
+
+
+@dataclass(frozen=True)
+class Cost:
+    laptop_s: float
+    pod_s: float
+    sessions: int
+
+    def __sub__(self, other: Cost) -> Cost:
+        return Cost(self.laptop_s - other.laptop_s, self.pod_s - other.pod_s,
+                    self.sessions - other.sessions)
+
+
+@dataclass(frozen=True)
+class CostMeter:
+    sshd_dir: Path  # the fixture's workdir: sshd.pid and the log live there
+    mux_marker: str  # a path in every command line of this project's masters
+
+    def now(self) -> Cost:
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        laptop = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+        pid = int((self.sshd_dir / "sshd.pid").read_text().strip())
+        log = self.sshd_dir / "sshd.log"
+        sessions = log.read_text(errors="replace").count("Starting session:") \
+            if log.exists() else 0
+        return Cost(laptop + _masters_cpu(self.mux_marker), _tree_cpu(pid), sessions)
