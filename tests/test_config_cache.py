@@ -198,3 +198,14 @@ def test_many_configs_keep_the_newest_entries(config_path: Path,
         load_config(config_path)
     assert len(_entries()) == 3
     assert _key(config_path) in {p.name for p in _entries()}
+
+
+def test_no_home_directory_means_no_cache_not_a_failure(config_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    def nowhere() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setattr(Path, "home", nowhere)
+    assert load_config(config_path).config.project.name == "demo"
+    assert load_config(config_path).config.project.name == "demo"

@@ -120,13 +120,13 @@ def _header(payload: bytes, pydantic_version: str) -> bytes:
 
 def _private_dir(*, create: bool) -> Path | None:
     """The cache directory when it is safe to use: a directory (not a link), ours, 0700."""
-    directory = cache_dir()
     try:
+        directory = cache_dir()
         if create:
             directory.parent.mkdir(parents=True, exist_ok=True)
             directory.mkdir(mode=0o700, exist_ok=True)  # a link or a file: refused below
         info = directory.lstat()
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: no home directory to be found
         return None
     if (not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid()
             or info.st_mode & 0o077):
