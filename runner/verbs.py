@@ -1,18 +1,22 @@
 """The runner's host-side verbs that ops calls: submit, cancel, tail.
 
 Each answers one question in one call and returns a JSON-able dict; failures raise
-VerbError with a kind that the CLI maps to an exit code.
+VerbError with a kind that the CLI maps to an exit code. A submit that ops asked to check
+first (its code tree, preflight) and that fails a check answers ``{"refused": ...}`` and
+creates nothing: ops then syncs the code and asks again, or reports the preflight.
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import contextlib
 import os
 import signal
+import stat
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from runner import contract, fields, reaper, redact, slurm, sweep, tmux
 from runner.envpolicy import scrubbed_env
@@ -28,11 +32,59 @@ class VerbError(Exception):
         self.message = message
 
 
+def launch_refusal(payload: dict[str, Any], specs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """What a submit checks before it creates anything, when ops asks (one round trip instead
+    of one per question): that each spec's code tree is here (``need_code``: the synced
+    ``code.dir``, a real directory, made whole by a rename), and preflight with the
+    ``preflight`` arguments. The answer that refuses the launch, or None."""
+    if payload.get("need_code") is True:
+        for spec in specs:
+            code_dir = fields.obj(spec, "code").get("dir")
+            if not isinstance(code_dir, str) or not _is_tree(code_dir):
+                return {"refused": "code_missing", "code_dir": fields.text(code_dir, 4096),
+                        "message": f"no code tree at {fields.text(code_dir, 300)!s}"}
+    args = payload.get("preflight")
+    if args is None:
+        return None
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise VerbError("usage", "preflight must be a list of the preflight verb's arguments")
+    doc = _preflight(args)
+    return {"refused": "preflight", "preflight": doc} if doc.get("status") == "fail" else None
+
+
+def _is_tree(path: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+class _Arguments(argparse.ArgumentParser):
+    """A bad argument is a usage error answered as JSON, never argparse's exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise VerbError("usage", f"preflight: {message}")
+
+
+def _preflight(args: list[str]) -> dict[str, Any]:
+    from runner import preflight  # imported only when a submit asks for it
+
+    parser = _Arguments(prog="runner", add_help=False)
+    preflight.add_verb(parser.add_subparsers(dest="verb"))
+    parsed = parser.parse_args(args)
+    if parsed.verb != "preflight":
+        raise VerbError("usage", "preflight arguments must start with the verb `preflight`")
+    return preflight.answer(parsed)
+
+
 def submit(root: Path, payload: dict[str, Any]) -> dict[str, Any]:
     spec = payload.get("spec")
     secrets = _secrets(payload.get("secrets"))
     if not isinstance(spec, dict):
         raise VerbError("usage", "submit expects {'spec': {...}, 'secrets': {...}} on stdin")
+    refused = launch_refusal(payload, [spec])
+    if refused is not None:
+        return refused
     try:
         run_id = contract.validate_run_id(spec.get("run_id", ""))
         run_dir = contract.make_run_dir(root, run_id)
@@ -147,6 +199,9 @@ def submit_sweep(root: Path, payload: dict[str, Any]) -> dict[str, Any]:
     grid = payload.get("grid")
     if grid is not None and not isinstance(grid, dict):
         raise VerbError("usage", "grid must be an object (the sweep's --set grid)")
+    refused = launch_refusal(payload, specs)
+    if refused is not None:
+        return refused
     try:
         run_dirs = sweep.create(root, sweep_id, specs, secrets, grid=grid)
     except contract.RunDirExists as exc:

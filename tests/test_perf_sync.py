@@ -71,3 +71,19 @@ def test_one_new_commit_is_sent_with_its_ancestor_found_in_one_log(
     assert len(local) <= 8 and len(execs) == 1
     detached = git(repo, "rev-parse", "HEAD~1")
     assert sync.sync_ref(LocalHost(), repo, detached, ops_home=home).branch is None
+
+
+def test_a_snapshot_of_a_dirty_tree_works_with_ops_state_gitignored(tmp_path: Path) -> None:
+    """`.ops/` gitignored (as a project has it): git's add still exits 1 for the exclusion of
+    an ignored path, after staging everything; the snapshot must not fail on that."""
+    repo = make_repo(tmp_path / "repo", files=5)
+    (repo / ".gitignore").write_text("*.log\nbuild/\n/.ops/\n")
+    commit_all(repo, "ignore ops state")
+    (repo / ".ops").mkdir()
+    (repo / ".ops" / "runners.json").write_text("{}\n")
+    (repo / "src" / "pkg1" / "mod1.py").write_text("EDITED = True\n")
+    done = sync.sync_ref(LocalHost(), repo, "HEAD", ops_home=str(tmp_path / "home"),
+                         allow_dirty=True)
+    assert done.dirty
+    assert (Path(done.code_dir) / "src/pkg1/mod1.py").read_text() == "EDITED = True\n"
+    assert not (Path(done.code_dir) / ".ops").exists()

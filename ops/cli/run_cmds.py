@@ -86,10 +86,11 @@ def submit_cmd(ctx: click.Context, preset_arg: str | None, preset: str | None,
     if dry_run:
         _dry_run(loaded, target, preset, sets, debug=debug, as_json=as_json)
         return
-    if not skip_preflight:
-        preflight.require_pass(preflight.run_preflight(loaded, target, preset))
+    # preflight is checked by the launching runner call itself (one round trip)
+    checks = None if skip_preflight else tuple(preflight.preflight_args(loaded, target, preset))
     done = _launch(loaded, target, preset, sets, from_id=from_id, resume_id=resume_id,
-                   run_id=run_id, debug=debug, code=submit.CodeChoice(ref, allow_dirty))
+                   run_id=run_id, debug=debug,
+                   code=submit.CodeChoice(ref, allow_dirty, preflight=checks))
     if as_json:
         render.echo_json(done.to_json())
     else:

@@ -35,6 +35,7 @@ def submit_from(loaded: LoadedConfig, target: runs.Target, preset: str, parent_i
                          hint="wait for it (ops run tail RUN --follow) or cancel it first")
     resolved = resolve_preset(loaded.config, preset, sets, debug=debug)
     secrets = secret_values(loaded, resolved, os.environ if environ is None else environ)
+    plan = (code or CodeChoice()).plan(loaded, target)
     spec = _spec(loaded, target, resolved, _run_id(run_id, preset), secrets=secrets,
-                 code=(code or CodeChoice()).resolve(loaded, target), parent=parent_id)
-    return _launch_one(target, spec, secrets)
+                 code=plan.code, parent=parent_id)
+    return _launch_one(target, spec, secrets, plan)

@@ -30,6 +30,18 @@ def presets_of(loaded: LoadedConfig, preset: str | None) -> list[CommandPreset]:
 
 def run_preflight(loaded: LoadedConfig, target: Target,
                   preset: str | None = None) -> dict[str, Any]:
+    args = preflight_args(loaded, target, preset)
+    if isinstance(target.host, LocalHost):  # this machine: no need for a process
+        doc = _in_process(args)
+    else:
+        doc = call_runner(target.host, args, timeout=120)
+    doc["host"] = target.host.name
+    return doc
+
+
+def preflight_args(loaded: LoadedConfig, target: Target, preset: str | None = None) -> list[str]:
+    """The runner's preflight verb and its arguments for ``preset`` on ``target`` (a submit
+    hands them to its launching runner call, which checks before it creates anything)."""
     args = ["preflight", "--json", "--outputs-root", target.paths.outputs_root]
     modules: list[str] = []
     for chosen in presets_of(loaded, preset):
@@ -44,12 +56,7 @@ def run_preflight(loaded: LoadedConfig, target: Target,
     host_config = loaded.config.hosts.get(target.host.name)
     if getattr(host_config, "launcher", "tmux") == "slurm":
         args += ["--launcher", "slurm"]
-    if isinstance(target.host, LocalHost):  # this machine: no need for a process
-        doc = _in_process(args)
-    else:
-        doc = call_runner(target.host, args, timeout=120)
-    doc["host"] = target.host.name
-    return doc
+    return args
 
 
 def _in_process(args: list[str]) -> dict[str, Any]:

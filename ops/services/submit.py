@@ -1,7 +1,11 @@
 """Submitting work: one preset, a sweep of presets, a grid of one preset, or a resume.
 
-Everything is validated on this side first (config, --set, run ids, secrets); only then does
-one runner call create the run dir(s) exclusively and launch them, so bad input changes nothing.
+Everything is validated on this side first (config, --set, run ids, secrets, a dirty tree);
+only then does one runner call create the run dir(s) exclusively and launch them, so bad input
+changes nothing. That call checks first what would otherwise cost round trips of their own:
+that the host has the commit's code tree (a commit this clone synced there before is not
+synced again; ops.services.synced) and preflight. A warm submit is one round trip; a host
+that lacks the tree refuses, gets it synced, and is asked again.
 """
 
 from __future__ import annotations
@@ -10,19 +14,21 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ops.config.loader import LoadedConfig, ResolvedPreset, lookup_preset, resolve_preset
 from ops.config.models import SweepPreset
 from ops.config.overrides import Grid, grid_of
-from ops.errors import UsageError
+from ops.errors import HostError, UsageError
 from ops.gitinfo import code_info
 from ops.hosts.base import call_runner
 from ops.hosts.local import LocalHost
-from ops.services import launcher
+from ops.services import launcher, preflight, synced
 from ops.services.runs import Target, show
 from ops.services.spec import build_spec, secret_values
-from ops.services.sync import sync_ref
+from ops.services.sync import LocalCommit, SyncHost, code_home, resolve_local, sync_commit
+from ops.services.target import file_host
 from runner import contract
 
 
@@ -76,17 +82,108 @@ def _run_id(given: str | None, preset: str) -> str:
 @dataclass(frozen=True)
 class CodeChoice:
     """Which code a run uses: on the local host without a ref, the working tree as it is;
-    otherwise the commit of ``ref`` (HEAD by default) synced to an immutable tree there."""
+    otherwise the commit of ``ref`` (HEAD by default) synced to an immutable tree there.
+    ``preflight``: the runner's preflight arguments (ops.services.preflight.preflight_args),
+    checked by the launching runner call itself before it creates anything; None: unchecked."""
 
     ref: str | None = None
     allow_dirty: bool = False
+    preflight: tuple[str, ...] | None = None
+
+    def plan(self, loaded: LoadedConfig, target: Target) -> CodePlan:
+        """The code block, found locally. A commit the host is recorded as holding is not
+        synced now: the launching call checks its tree and says when it is missing (one round
+        trip in all); any other commit is synced first."""
+        if self.ref is None and isinstance(target.host, LocalHost):
+            return CodePlan(code_info(loaded.repo_root), self.preflight)
+        host = file_host(target.host)
+        local = resolve_local(loaded.repo_root, self.ref or "HEAD", allow_dirty=self.allow_dirty)
+        home = code_home(host, target.paths.ops_home)
+        plan = CodePlan(_code_block(local, f"{home}/code/{local.commit}"), self.preflight,
+                        _Sync(host, loaded.repo_root, local, home))
+        if not synced.holds(loaded.repo_root, host.name, home, local.commit):
+            plan.sync()
+        return plan
 
     def resolve(self, loaded: LoadedConfig, target: Target) -> dict[str, Any]:
-        if self.ref is None and isinstance(target.host, LocalHost):
-            return code_info(loaded.repo_root)
-        done = sync_ref(target.host, loaded.repo_root, self.ref or "HEAD",  # type: ignore[arg-type]
-                        ops_home=target.paths.ops_home, allow_dirty=self.allow_dirty)
-        return done.code_info()
+        """The code block, synced now (for a caller that launches without the plan)."""
+        plan = self.plan(loaded, target)
+        if not plan.synced:
+            plan.sync()
+        return plan.code
+
+
+def _code_block(local: LocalCommit, code_dir: str) -> dict[str, Any]:
+    """The `code` block of a spec (the keys of ops.gitinfo.code_info)."""
+    return {"dir": code_dir, "commit": local.commit, "ref": local.ref, "branch": local.branch,
+            "dirty": local.dirty, "base_commit": local.base_commit}
+
+
+@dataclass(frozen=True)
+class _Sync:
+    host: SyncHost
+    repo_root: Path
+    local: LocalCommit
+    home: str
+
+    def __call__(self, *, stale: bool = False) -> None:
+        if stale:  # the host lacked what the record said it held: the record goes first
+            synced.forget(self.repo_root, self.host.name, self.home)
+        sync_commit(self.host, self.repo_root, self.local, ops_home=self.home)
+
+
+@dataclass
+class CodePlan:
+    """The code block of the specs, and what the launching runner call checks first: that
+    the tree is there (for synced code) and preflight (when asked)."""
+
+    code: dict[str, Any]
+    preflight: tuple[str, ...] | None = None
+    syncer: _Sync | None = None  # None: the local working tree itself, nothing to sync
+    synced: bool = False  # by this submit already
+
+    def sync(self, *, stale: bool = False) -> None:
+        if self.syncer is not None:
+            self.syncer(stale=stale)
+            self.synced = True
+
+    def checks(self) -> dict[str, Any]:
+        """The launching call's checks, as its payload carries them."""
+        return {"need_code": self.syncer is not None,
+                "preflight": list(self.preflight) if self.preflight is not None else None}
+
+
+class CodeMissingError(HostError):
+    """The host has no tree of the commit even right after a sync."""
+
+
+def call_submit(target: Target, verb: str, payload: dict[str, Any],
+                plan: CodePlan | None) -> dict[str, Any]:
+    """`runner submit` or `submit-sweep` with the plan's checks. A host that lacks the code
+    (its record was stale) gets it synced and is asked once more; a failed preflight raises
+    PreflightError. Nothing is created on the host by a refused call."""
+    text = json.dumps({**payload, **(plan.checks() if plan is not None else {})})
+    while True:
+        answer = call_runner(target.host, [verb, target.paths.outputs_root], input_text=text)
+        refused = answer.get("refused")
+        if refused is None:
+            return answer
+        if refused == "code_missing" and plan is not None and not plan.synced:
+            plan.sync(stale=True)
+            continue
+        raise _refusal(target, answer)
+
+
+def _refusal(target: Target, answer: dict[str, Any]) -> HostError:
+    """The error for a launch the runner refused; a failed preflight raises its own."""
+    found = answer.get("preflight")
+    if answer.get("refused") == "preflight" and isinstance(found, dict):
+        preflight.require_pass({**found, "host": target.host.name, "status": "fail"})
+    message = str(answer.get("message") or answer.get("refused"))[:300]
+    if answer.get("refused") == "code_missing":
+        return CodeMissingError(f"{target.host.name} has no code tree right after a sync: "
+                                f"{message}", hint="run the command again")
+    return HostError(f"{target.host.name} refused the launch: {message}")
 
 
 def _spec(loaded: LoadedConfig, target: Target, resolved: ResolvedPreset, run_id: str, *,
@@ -139,14 +236,14 @@ def submit(loaded: LoadedConfig, target: Target, preset: str, sets: Sequence[str
     resolved = resolve_preset(loaded.config, preset, sets, debug=debug)
     run_id = _run_id(run_id, preset)
     secrets = secret_values(loaded, resolved, os.environ if environ is None else environ)
-    spec = _spec(loaded, target, resolved, run_id, secrets=secrets,
-                 code=code.resolve(loaded, target))
-    return _launch_one(target, spec, secrets)
+    plan = code.plan(loaded, target)
+    spec = _spec(loaded, target, resolved, run_id, secrets=secrets, code=plan.code)
+    return _launch_one(target, spec, secrets, plan)
 
 
-def _launch_one(target: Target, spec: dict[str, Any], secrets: Mapping[str, str]) -> Submitted:
-    payload = json.dumps({"spec": spec, "secrets": dict(secrets)})
-    answer = call_runner(target.host, ["submit", target.paths.outputs_root], input_text=payload)
+def _launch_one(target: Target, spec: dict[str, Any], secrets: Mapping[str, str],
+                plan: CodePlan | None = None) -> Submitted:
+    answer = call_submit(target, "submit", {"spec": spec, "secrets": dict(secrets)}, plan)
     return Submitted([answer["run_id"]], [answer["run_dir"]], target.host.name,
                      answer["tmux_session"], answer["tmux_socket"],
                      parent_run_id=spec.get("parent_run_id"), slurm_job_ids=_job_ids(answer))
@@ -165,17 +262,16 @@ def submit_sweep(loaded: LoadedConfig, target: Target, name: str, sets: Sequence
     for member in sweep.members:
         resolved = resolve_preset(loaded.config, member, sets, debug=debug)
         members.append((resolved, secret_values(loaded, resolved, env)))
-    code_block = code.resolve(loaded, target)  # once for all members, after all checks
+    plan = code.plan(loaded, target)  # once for all members, after all checks
     specs = [_spec(loaded, target, resolved, _run_id(None, resolved.name),
-                   secrets=member_secrets, code=code_block)
+                   secrets=member_secrets, code=plan.code)
              for resolved, member_secrets in members]
     # each member gets only its own preset's secrets (and the project's), never another's
     by_member = {spec["run_id"]: dict(member_secrets)
                  for spec, (_, member_secrets) in zip(specs, members, strict=True)}
-    payload = json.dumps({"sweep_id": sweep_id, "specs": specs, "member_secrets": by_member,
-                          "parallel": sweep.parallel})  # SLURM: all members at once
-    answer = call_runner(target.host, ["submit-sweep", target.paths.outputs_root],
-                         input_text=payload)
+    payload = {"sweep_id": sweep_id, "specs": specs, "member_secrets": by_member,
+               "parallel": sweep.parallel}  # SLURM: all members at once
+    answer = call_submit(target, "submit-sweep", payload, plan)
     return Submitted(answer["run_ids"], answer["run_dirs"], target.host.name,
                      answer["tmux_session"], answer["tmux_socket"], sweep_id=sweep_id,
                      slurm_job_ids=_job_ids(answer), parallel=answer.get("parallel") is True)
@@ -193,18 +289,17 @@ def submit_grid(loaded: LoadedConfig, target: Target, preset: str, grid: Grid, *
     for combo in combos:
         resolved = resolve_preset(loaded.config, preset, grid.member_sets(combo), debug=debug)
         members.append((resolved, secret_values(loaded, resolved, env)))
-    code_block = code.resolve(loaded, target)
-    specs = [_spec(loaded, target, resolved, run_id, secrets=member_secrets, code=code_block)
+    plan = code.plan(loaded, target)
+    specs = [_spec(loaded, target, resolved, run_id, secrets=member_secrets, code=plan.code)
              for run_id, (resolved, member_secrets) in zip(_distinct_ids(preset, len(members)),
                                                            members, strict=True)]
     secret_texts = {v for _, member_secrets in members for v in member_secrets.values() if v}
     record = grid_record(preset, grid, combos, [s["run_id"] for s in specs], secret_texts)
-    payload = json.dumps({
+    payload = {
         "sweep_id": _run_id(None, f"{preset}-grid"), "specs": specs, "grid": record,
         "member_secrets": {spec["run_id"]: dict(member_secrets)
-                           for spec, (_, member_secrets) in zip(specs, members, strict=True)}})
-    answer = call_runner(target.host, ["submit-sweep", target.paths.outputs_root],
-                         input_text=payload)
+                           for spec, (_, member_secrets) in zip(specs, members, strict=True)}}
+    answer = call_submit(target, "submit-sweep", payload, plan)
     return Submitted(answer["run_ids"], answer["run_dirs"], target.host.name,
                      answer["tmux_session"], answer["tmux_socket"], sweep_id=answer["sweep_id"],
                      slurm_job_ids=_job_ids(answer), parallel=answer.get("parallel") is True)
@@ -253,9 +348,10 @@ def resume(loaded: LoadedConfig, target: Target, parent_id: str, sets: Sequence[
                                   {**resolved.overrides_set, key: target.run_dir(parent_id)})
     secrets = secret_values(loaded, resolved, os.environ if environ is None else environ)
     new_id = _run_id(run_id, preset_name)
-    spec = _spec(loaded, target, resolved, new_id, secrets=secrets,
-                 code=code.resolve(loaded, target), parent=parent_id)
-    return _launch_one(target, spec, secrets)
+    plan = code.plan(loaded, target)
+    spec = _spec(loaded, target, resolved, new_id, secrets=secrets, code=plan.code,
+                 parent=parent_id)
+    return _launch_one(target, spec, secrets, plan)
 
 
 def _text(value: Any) -> str:

@@ -29,13 +29,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ops.errors import HostError, NotFoundError, UsageError
-from ops.hosts.base import ExecResult, human_size, progress
+from ops.hosts.base import ExecResult, HostCommandError, human_size, progress
 from ops.hosts.local import run_local
-from ops.services import sync_host
+from ops.services import sync_host, synced
 from ops.services.sync_host import HostState, SyncHost
 from runner.envpolicy import scrubbed_env
 
-__all__ = ["LocalCommit", "SyncHost", "SyncResult", "resolve_local", "sync_ref"]
+__all__ = ["LocalCommit", "SyncHost", "SyncResult", "code_home", "resolve_local", "sync_commit",
+           "sync_ref"]
 
 Method = Literal["bundle", "mirror", "archive", "present"]
 
@@ -95,10 +96,23 @@ class _Sent:
 def sync_ref(host: SyncHost, repo_root: Path, ref: str, *, ops_home: str,
              allow_dirty: bool = False) -> SyncResult:
     """Make ``<ops_home>/code/<sha>`` on ``host`` hold the tree of ``ref`` (see module doc)."""
+    return sync_commit(host, repo_root, resolve_local(repo_root, ref, allow_dirty=allow_dirty),
+                       ops_home=ops_home)
+
+
+def code_home(host: SyncHost, ops_home: str) -> str:
+    """The ops home as the host's paths name it: trees live in ``<it>/code/<sha>``."""
+    return host.expand(ops_home).rstrip("/") or "/"
+
+
+def sync_commit(host: SyncHost, repo_root: Path, local: LocalCommit, *,
+                ops_home: str) -> SyncResult:
+    """Sync a commit ``resolve_local`` found; the host is then recorded as holding it
+    (ops.services.synced), so that a later submit of it needs no sync exec."""
     started = time.monotonic()
-    home = host.expand(ops_home).rstrip("/") or "/"
-    local = resolve_local(repo_root, ref, allow_dirty=allow_dirty)
+    home = code_home(host, ops_home)
     sent = _sync_commit(host, repo_root, home, local.commit)
+    synced.remember(repo_root, host.name, home, local.commit)
     seconds = round(time.monotonic() - started, 3)
     progress(f"sync {host.name}: {local.commit[:12]} {sent.method}, {sent.commits_sent} "
              f"commit(s), {human_size(sent.bytes_sent)} sent in {seconds:.2f} s")
@@ -212,6 +226,19 @@ def _changed_paths(repo: Path) -> list[str]:
     return paths
 
 
+def _add_all(repo: Path, env: dict[str, str]) -> None:
+    """`git add -A` of everything but ops's state into the temporary index. When `.ops` is
+    gitignored, git stages everything and still exits 1 because the exclusion names an
+    ignored path; that complaint alone is not a failure."""
+    added = _git(repo, "add", "-A", "--", ".", NOT_OPS_STATE, env=env, check=False)
+    if added.ok:
+        return
+    listed = [line.strip() for line in added.stderr.splitlines()
+              if line.strip() and not line.startswith(("hint:", "The following paths"))]
+    if added.exit_code != 1 or listed != [".ops"]:
+        raise HostCommandError(added)
+
+
 def _snapshot(repo: Path, base: str) -> str:
     """Commit the working tree on top of ``base`` through a temporary index. The same tree on
     the same base always gives the same commit (fixed identity, base's date), so re-syncing an
@@ -223,7 +250,7 @@ def _snapshot(repo: Path, base: str) -> str:
                "GIT_COMMITTER_NAME": "ops snapshot", "GIT_COMMITTER_EMAIL": "ops@localhost",
                "GIT_AUTHOR_DATE": stamp, "GIT_COMMITTER_DATE": stamp}
         _git(repo, "read-tree", base, env=env)
-        _git(repo, "add", "-A", "--", ".", NOT_OPS_STATE, env=env)
+        _add_all(repo, env)
         tree = _out(repo, "write-tree", env=env)
         commit = _out(repo, "commit-tree", "--no-gpg-sign", tree, "-p", base, "-m",
                       f"ops snapshot of the working tree on {base[:12]}", env=env)

@@ -165,7 +165,11 @@ def remember_runner(repo_root: Path, key: str, argv: list[str]) -> None:
 
 
 def forget_runner(repo_root: Path, name: str) -> None:
-    """Drop what was remembered about a host's runner (a destroyed pod's name may return)."""
+    """Drop what was remembered about a host's runner and code trees (a destroyed pod's name
+    may return)."""
+    from ops.services import synced
+
+    synced.forget(repo_root, name)
     seen_path = repo_root / RUNNERS_SEEN
     seen = contract.read_json_or_none(seen_path)
     if seen:
