@@ -11,6 +11,7 @@ on its own machine instead of starting a Python for each question.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -183,9 +184,13 @@ def answer(argv: Sequence[str]) -> tuple[int, str]:
     same parser, handler and error document. Any other verb is refused (ValueError)."""
     out = io.StringIO()
     try:
-        args = _parser().parse_args(list(argv))
+        with contextlib.redirect_stdout(out):  # where argparse prints --help before exiting
+            args = _parser().parse_args(list(argv))
     except verbs.VerbError as exc:
         return _error(exc, out), out.getvalue()
+    except SystemExit as exc:  # --help: what the process would print, and its exit status
+        return (exc.code if isinstance(exc.code, int) else int(exc.code is not None)), \
+            out.getvalue()
     if args.verb not in QUESTION_VERBS:
         raise ValueError(f"runner {args.verb} is not a question verb")
     return _respond(args, out), out.getvalue()

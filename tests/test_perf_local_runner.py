@@ -124,3 +124,18 @@ def test_a_question_with_stdin_or_a_timeout_goes_to_a_process(
     assert asked == []
     call_runner(host, ["version"], timeout=30)
     assert asked and asked[0][-1] == "version"
+
+
+@pytest.mark.parametrize("args", [["status", "/nowhere", "-h"], ["show", "-h"],
+                                  ["tail", "--help"]], ids=" ".join)
+def test_help_is_printed_into_the_answer_as_a_process_prints_it(args: list[str]) -> None:
+    """argparse prints --help and exits: here that text is the answer, never this process's
+    stdout or exit, and call_runner refuses it as before (not JSON)."""
+    host = LocalHost()
+    here = host.runner_in_process(args)
+    there = host.exec([*host.runner_argv(), *args], check=False)
+    assert here is not None
+    assert (here.exit_code, here.stdout) == (there.exit_code, there.stdout)
+    assert "usage: python -m runner" in here.stdout
+    with pytest.raises(HostCommandError):
+        call_runner(host, args)
