@@ -31,7 +31,10 @@ outputs and ops home in temp dirs, `python` = this interpreter, so no venv is ma
    warm-up round then median of REPEATS (default 3; fewer if the warm-up round shows they
    would take more than FETCH_BUDGET_S); the page cache cannot be dropped, so the source is
    warm for all of them, and `sync` runs between tools. The `fetch()` call alone (without
-   the connect) is reported too. Every copy is checked (file count and bytes).
+   the connect) is reported too. Every copy is checked (file count and bytes), and kept
+   until the end while the disk has room (bench/fetch_cost.py: a tool that runs right after
+   2,000 files were deleted pays ext4 up to 2 s for it). CPU seconds on the laptop and the
+   pod side and SSH sessions per fetch are printed too: steadier than wall times.
    Target: ops within 1.5x of the faster of scp and rsync.
 3. **Submit latency** on a warm host with unchanged code: `python -m ops run submit --preset
    noop --host ALIAS --json` as a user runs it (a fresh process each time) after one warm-up
@@ -64,7 +67,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import REPO, Sandbox, make_run_dir, median, start_wrapper, table
-from fetch_cost import Cost, CostMeter
+from fetch_cost import Cost, CostMeter, KeptCopies
 
 from ops.config.loader import LoadedConfig, load_config
 from ops.hosts.mux import control_dir
@@ -480,6 +483,7 @@ def fetch_rounds(tools: FetchTools, expected: tuple[int, int], repeats: int,
                                                   "rsync -a": tools.rsync}
     samples: dict[str, list[float]] = {name: [] for name in [*by_name, OPS_FETCH_ONLY]}
     meter = CostMeter(tools.pod.work / "sshd", str(control_dir(tools.pod.project) or "-M"))
+    keeps = KeptCopies(work)
     round_no = 0
     while round_no <= repeats:
         round_started = time.perf_counter()
@@ -500,7 +504,8 @@ def fetch_rounds(tools: FetchTools, expected: tuple[int, int], repeats: int,
                     costs.setdefault(name, []).append(cost)
                 if name == OPS:
                     samples[OPS_FETCH_ONLY].append(tools.fetch_only_s)
-            shutil.rmtree(dest)
+            if not keeps.keep(dest, expected[1]):
+                shutil.rmtree(dest)
             os.sync()  # the next tool does not pay for this one's writeback
         if round_no == 0:
             warm_up = time.perf_counter() - round_started
@@ -510,6 +515,7 @@ def fetch_rounds(tools: FetchTools, expected: tuple[int, int], repeats: int,
                       f"instead of {repeats} (budget {budget_s:.0f} s)")
                 repeats = fits
         round_no += 1
+    keeps.remove()
     return samples
 
 
@@ -532,7 +538,9 @@ def bench_fetch(pod: Pod, template: Path, results: Results, *, small: int, size_
     for name, spent in costs.items():
         print(f"    {name:28} laptop {median([c.laptop_s for c in spent]):.2f} s, pod "
               f"{median([c.pod_s for c in spent]):.2f} s, "
-              f"{median([float(c.sessions) for c in spent]):g} session(s) a fetch")
+              f"{median([float(c.sessions) for c in spent]):g} session(s) a fetch; by round "
+              f"(laptop+pod s/sessions): "
+              f"{', '.join(f'{c.laptop_s + c.pod_s:.1f}/{c.sessions}' for c in spent)}")
     baseline = f"scp {mids['scp -r']:.2f} s / rsync {mids['rsync -a']:.2f} s"
     results.raw["fetch"] = {"files": n_files, "bytes": n_bytes, "samples_s": samples,
                             "cost": {name: [vars(c) for c in spent]
