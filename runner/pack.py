@@ -226,10 +226,10 @@ class _TarOut:
         if self._fd is None:
             self._out.write(self._buf)
         else:
-            view = memoryview(self._buf)
-            while view:
-                view = view[os.write(self._fd, view):]
-            view.release()
+            with memoryview(self._buf) as whole:
+                done = 0
+                while done < len(whole):
+                    done += os.write(self._fd, whole[done:])
         self._buf.clear()
 
     def close(self) -> None:
