@@ -8,6 +8,7 @@ run reported; a rank killed by SIGKILL ends the run `failed` with no rank left b
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -56,13 +57,20 @@ def test_lr_scaling_and_the_single_process_seed() -> None:
 
 
 # -- two real ranks ---------------------------------------------------------------------------
-@pytest.fixture
-def seg_ddp(project: Project, tmp_path: Path) -> Project:
-    pytest.importorskip("monai")
-    data = tmp_path / "vessels"
+@pytest.fixture(scope="module")
+def vessels(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One small synthetic dataset for the module: the runs only read it."""
+    if importlib.util.find_spec("monai") is None:  # found, not imported: torch costs seconds
+        pytest.skip("monai is not installed")
+    data = tmp_path_factory.mktemp("ddp-data") / "vessels"
     synth.synthesize(data, n=6, size=32, seed=0)
+    return data
+
+
+@pytest.fixture
+def seg_ddp(project: Project, vessels: Path) -> Project:
     doc = base_config(project.runs, project.socket)
-    dataset = {"name": "vessels", "dir": str(data)}
+    dataset = {"name": "vessels", "dir": str(vessels)}
     doc["presets"]["seg2"] = {"kind": "monai_seg", "dataset": dataset,
                               "overrides": {"loss": "dice_ce", **SMALL}, **DDP}
     doc["presets"]["seg2_long"] = {
@@ -250,9 +258,15 @@ def test_cancel_stops_both_ranks_together(seg_ddp: Project) -> None:
 @pytest.mark.timeout(300)
 def test_a_hung_rank_times_out_the_process_group_and_fails_the_run(seg_ddp: Project) -> None:
     """A rank that stops answering (SIGSTOP) does not hold the others in a collective forever:
-    after dist_timeout the waiting rank fails, torchrun ends the rest, the run reads failed."""
+    after dist_timeout the waiting rank fails, torchrun ends the rest, the run reads failed.
+
+    Once torchrun has sent the stopped rank its SIGTERM, the test lets the rank go on (SIGCONT)
+    so the signal is acted on at once; left stopped, torchrun would SIGKILL it 30 s later (its
+    fixed timeout on this path; `--shutdown_timeout` does not reach it). dist_timeout also
+    bounds the ranks' meeting at start-up, where a loaded machine can keep one rank importing
+    torch seconds longer than the other: 20 s, not less."""
     started = seg_ddp.ops("run", "submit", "-p", "seg2_long", "--run-id", "ddp-h",
-                          "--set", "dist_timeout=3")
+                          "--set", "dist_timeout=20")
     assert started.exit_code == 0, started.stderr
     seg_ddp.wait_for(lambda: bool(list(seg_ddp.root.glob("runs/*/ddp-h")))
                      or seg_ddp.run_dir("ddp-h").is_dir(), timeout=30)
@@ -263,9 +277,14 @@ def test_a_hung_rank_times_out_the_process_group_and_fails_the_run(seg_ddp: Proj
     launchers, ranks = _ranks(run_dir)
     assert sorted(ranks) == [0, 1], ranks
     os.kill(ranks[1], signal.SIGSTOP)
-    seg_ddp.wait_for((run_dir / "summary.json").exists, timeout=120)
+    log = run_dir / "stdout.log"
+    stopping = f"Sending process {ranks[1]} closing signal SIGTERM"
+    seg_ddp.wait_for(lambda: stopping in log.read_text(), timeout=120)
+    assert "Timed out" in log.read_text()  # rank 0 gave up on the collective first
+    assert not (run_dir / "summary.json").exists()  # the stopped rank still holds the run
+    os.kill(ranks[1], signal.SIGCONT)
+    seg_ddp.wait_for((run_dir / "summary.json").exists, timeout=60)
     assert _summary(run_dir)["status"] == "failed"
-    assert "Timed out" in (run_dir / "stdout.log").read_text()
     pids = [*launchers, *ranks.values()]
     seg_ddp.wait_for(lambda: not [p for p in pids if _alive(p)], timeout=30)
     assert _run_processes("ddp-h") == []

@@ -98,6 +98,10 @@ def test_eval_checkpoint_must_stay_inside_the_parent(project: Project) -> None:
     assert result.exit_code == 2 and "inside the parent run dir" in result.stderr
 
 
+SMALL_FLAGSHIP = ("--set", "filters=4x8x16", "--set", "patch_size=16x16x4",
+                  "--set", "steps_per_epoch=2")
+
+
 def flagship_presets(data: Path) -> dict[str, Any]:
     """The project's own flagship and its eval preset, reading the repo's dataset."""
     real = json.loads((REPO / "configs" / "ops" / "project.json").read_text())["presets"]
@@ -109,14 +113,17 @@ def flagship_presets(data: Path) -> dict[str, Any]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # two interpreters import torch and monai: 30 s each at load 12
 def test_eval_of_a_debug_flagship_run_reproduces_its_validation_dsc(project: Project,
                                                                    tmp_path: Path) -> None:
     data = tmp_path / "vessels"  # the demo's dataset, made here: a fresh clone has none
-    ops_ok(project, "data", "synth", "--out", str(data), "--n", "12", "--size", "64",
+    # six volumes (all that --debug uses), small ones, a small net and two steps: the eval
+    # must find the same numbers whatever the sizes, and these take seconds, not a minute
+    ops_ok(project, "data", "synth", "--out", str(data), "--n", "6", "--size", "32",
            "--seed", "0", "--force")
     eval_project(project, **flagship_presets(data))
     ops_ok(project, "run", "submit", "-p", "dice_ce_demo", "--debug", "--run-id", "flag-1",
-           "-f", timeout=400)
+           *SMALL_FLAGSHIP, "-f", timeout=400)
     ops_ok(project, "run", "submit", "-p", "dice_ce_demo_eval", "--from", "flag-1",
            "--run-id", "flag-eval", "-f", timeout=400)
     parent, child = project.summary("flag-1"), project.summary("flag-eval")
