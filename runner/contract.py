@@ -258,9 +258,14 @@ def summary_problem(run_dir: Path) -> str | None:
     return runner_summary(Path(run_dir))[1]
 
 
-def runner_summary(run_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
+_UNREAD: Any = object()
+
+
+def runner_summary(run_dir: Path, *, spec: dict[str, Any] | None = _UNREAD,
+                   ) -> tuple[dict[str, Any] | None, str | None]:
     """(summary, None) when summary.json is the runner's and sealed; (None, why not) when it
-    is present but is not; (None, None) when it is absent."""
+    is present but is not; (None, None) when it is absent. ``spec``: spec.json as the caller
+    read it already (None: absent), so that a status reads it once."""
     run_dir = Path(run_dir)
     try:
         doc = read_json(run_dir / SUMMARY)
@@ -273,12 +278,13 @@ def runner_summary(run_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
         return None, f"summary.json: {tag_problem}"
     if doc.get("written_by") not in WRITERS:
         return None, f"summary.json: written_by is {_short(doc.get('written_by'))}, not the runner"
-    try:
-        spec: dict[str, Any] | None = read_json(run_dir / SPEC)
-    except FileNotFoundError:
-        spec = None
-    except (OSError, ContractError) as exc:
-        return None, f"summary.json cannot be checked against spec.json: {exc}"
+    if spec is _UNREAD:
+        try:
+            spec = read_json(run_dir / SPEC)
+        except FileNotFoundError:
+            spec = None
+        except (OSError, ContractError) as exc:
+            return None, f"summary.json cannot be checked against spec.json: {exc}"
     sealed = seal.problem(doc, spec)
     return (doc, None) if sealed is None else (None, sealed)
 

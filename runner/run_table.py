@@ -17,12 +17,14 @@ METRICS_TAIL = 16384  # bytes of metrics.jsonl read for a live run's latest head
 
 
 def add_fields(run_dir: Path, spec: dict[str, Any] | None, info: dict[str, Any],
-               now: float) -> None:
-    """Fill ``info`` (a status record that is not invalid) with the table's fields."""
+               now: float, *, heartbeat: tuple[dict[str, Any] | None, Any] | None = None) -> None:
+    """Fill ``info`` (a status record that is not invalid) with the table's fields.
+    ``heartbeat``: heartbeat.json as the status read it already ((doc or None, ...))."""
     info["sweep_index"] = fields.integer((spec or {}).get("sweep_index"))
     if info.get("step") is None and info["status"] in ENDED:
         # only the step is wanted: a heartbeat whose other fields are off still says it
-        beat = contract.read_json_or_none(run_dir / contract.HEARTBEAT)
+        beat = contract.read_json_or_none(run_dir / contract.HEARTBEAT) if heartbeat is None \
+            else heartbeat[0]
         if beat is not None and contract.check_schema_tag(beat, "heartbeat") is None:
             info["step"] = fields.integer(beat.get("step"))
     info["duration_s"] = _duration(info, now)

@@ -48,8 +48,11 @@ SUMMARY_WHILE_ALIVE = ("summary.json present but the wrapper is still running "
 
 
 def wrapper_alive(process: dict[str, Any], host_boot_id: str | None,
-                  recorded_boot_id: str | None) -> tuple[bool, str]:
-    """Whether the process ``process`` names (pid + pid_start_time) still runs on this boot."""
+                  recorded_boot_id: str | None, *,
+                  pids: LivePids | None = None) -> tuple[bool, str]:
+    """Whether the process ``process`` names (pid + pid_start_time) still runs on this boot.
+    ``pids``: the process table as one listing read it, so that a pid long gone costs no
+    system call of its own."""
     recorded_boot = fields.text(recorded_boot_id, 64)
     if recorded_boot and host_boot_id and recorded_boot != host_boot_id:
         return False, "the host rebooted since the run started"
@@ -57,6 +60,9 @@ def wrapper_alive(process: dict[str, Any], host_boot_id: str | None,
     if pid is None:
         return False, "no usable wrapper pid is recorded"
     try:
+        if pids is not None and pids.surely_gone(pid, fields.number(
+                process.get("pid_start_time"))):
+            raise psutil.NoSuchProcess(pid)
         started = psutil.Process(pid).create_time()
     except psutil.NoSuchProcess:
         return False, f"wrapper pid {pid} is gone"
@@ -66,6 +72,25 @@ def wrapper_alive(process: dict[str, Any], host_boot_id: str | None,
     if recorded is None or abs(started - float(recorded)) > START_TIME_TOLERANCE_SEC:
         return False, f"pid {pid} now belongs to another process"
     return True, "wrapper alive"
+
+
+@dataclass(frozen=True)
+class LivePids:
+    """The pids of the process table, read once for a whole listing."""
+
+    pids: frozenset[int]
+    taken_at: float
+
+    @classmethod
+    def now(cls) -> LivePids:
+        taken_at = time.time()
+        return cls(frozenset(psutil.pids()), taken_at)
+
+    def surely_gone(self, pid: int, recorded_start: float | None) -> bool:
+        """Not in the table, and recorded as started well before the table was read (a
+        process that started since is asked about directly)."""
+        return pid not in self.pids and recorded_start is not None and \
+            recorded_start < self.taken_at - START_TIME_TOLERANCE_SEC
 
 
 @dataclass(frozen=True)
@@ -92,17 +117,46 @@ def owner_of(meta: dict[str, Any] | None, beat: dict[str, Any] | None) -> Owner 
 def read_doc(path: Path, name: str) -> tuple[dict[str, Any] | None, str | None]:
     """(document, None) when ``path`` is a usable ``ops.<name>`` file; (None, reason) when it
     is not; (None, None) when it is absent."""
+    return _checked(path.name, name, *_read_raw(path))
+
+
+def _read_raw(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     try:
-        doc = contract.read_json(path)
+        return contract.read_json(path), None
     except FileNotFoundError:
         return None, None
     except (OSError, contract.ContractError) as exc:
         return None, fields.clip(str(exc))
+
+
+def _checked(file: str, name: str, doc: dict[str, Any] | None,
+             problem: str | None) -> tuple[dict[str, Any] | None, str | None]:
+    if doc is None:
+        return None, problem
     problem = contract.check_schema_tag(doc, name) or \
         fields.shape_problem(doc, SHAPES.get(name, {}))
     if problem is not None:
-        return None, fields.clip(f"{path.name}: {problem}")
+        return None, fields.clip(f"{file}: {problem}")
     return doc, None
+
+
+class RunFiles:
+    """The JSON files of one run dir as one status reads them: each at most once."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self._raw: dict[str, tuple[dict[str, Any] | None, str | None]] = {}
+
+    def raw(self, file: str) -> tuple[dict[str, Any] | None, str | None]:
+        """(document, None); (None, why) when unreadable or not a JSON object; (None, None)
+        when absent. No schema check."""
+        if file not in self._raw:
+            self._raw[file] = _read_raw(self.run_dir / file)
+        return self._raw[file]
+
+    def doc(self, file: str, name: str) -> tuple[dict[str, Any] | None, str | None]:
+        """As read_doc: a usable ``ops.<name>`` document, or why not."""
+        return _checked(file, name, *self.raw(file))
 
 
 def final_summary(run_dir: Path, *, host_boot: str | None = None) -> dict[str, Any] | None:
@@ -132,6 +186,7 @@ class SessionCache:
     def __init__(self) -> None:
         self._by_socket: dict[str, set[str]] = {}
         self._wrappers: dict[str, int] | None = None
+        self._pids: LivePids | None = None
         self._jobs: dict[str, slurm.Job | None] | None = None
         self._accounting = True
         self.slurm_error: str | None = None
@@ -150,6 +205,12 @@ class SessionCache:
             self._accounting = found is not None  # no slurmdbd: asked once, not once a run
             self._jobs[job_id] = (found or {}).get(job_id)
         return self._jobs.get(job_id)
+
+    def live_pids(self) -> LivePids:
+        """The process table's pids, read once per status call."""
+        if self._pids is None:
+            self._pids = LivePids.now()
+        return self._pids
 
     def wrapper_running(self, run_dir: Path) -> bool:
         """Whether a `runner exec RUN_DIR` process of this run is in the process table: the
@@ -193,37 +254,39 @@ def run_status(run_dir: Path, *, now: float | None = None, host_boot: str | None
     now = time.time() if now is None else now
     info: dict[str, Any] = {"run_id": run_dir.name, "run_dir": str(run_dir), "status": None,
                             "notes": []}
-    spec, problem = read_doc(run_dir / contract.SPEC, "spec")
+    files = RunFiles(run_dir)
+    spec, problem = files.doc(contract.SPEC, "spec")
     if problem is not None:
         return _invalid(info, problem)
     sessions = sessions or SessionCache()
     if spec is not None:
         _spec_fields(spec, info, sessions)
     if spec is not None and slurm.is_slurm(spec):
-        _slurm_derive(run_dir, spec, now, info, sessions)
+        _slurm_derive(files, spec, now, info, sessions)
     else:
-        _derive(run_dir, spec, now, host_boot or contract.boot_id(), info,
-                exec_running=sessions.wrapper_running(run_dir))
+        _derive(files, spec, now, host_boot or contract.boot_id(), info, sessions=sessions)
     if info["status"] != "invalid":
-        run_table.add_fields(run_dir, spec, info, now)
+        run_table.add_fields(run_dir, spec, info, now, heartbeat=files.raw(contract.HEARTBEAT))
     if tidy and info["status"] in (*contract.RECORDED_STATUSES, "dead"):
         info["notes"].extend(tidy_module.tidy(run_dir, spec, now))
     return info
 
 
-def _derive(run_dir: Path, spec: dict[str, Any] | None, now: float, host_boot: str | None,
-            info: dict[str, Any], *, exec_running: bool) -> dict[str, Any]:
-    meta, meta_problem = read_doc(run_dir / contract.METADATA, "run_metadata")
-    beat, beat_problem = read_doc(run_dir / contract.HEARTBEAT, "heartbeat")
+def _derive(files: RunFiles, spec: dict[str, Any] | None, now: float, host_boot: str | None,
+            info: dict[str, Any], *, sessions: SessionCache) -> dict[str, Any]:
+    run_dir = files.run_dir
+    exec_running = sessions.wrapper_running(run_dir)
+    meta, meta_problem = files.doc(contract.METADATA, "run_metadata")
+    beat, beat_problem = files.doc(contract.HEARTBEAT, "heartbeat")
     owner = owner_of(meta, beat)
     alive, why = (False, "") if owner is None else \
-        wrapper_alive(owner.process, host_boot, owner.boot_id)
+        wrapper_alive(owner.process, host_boot, owner.boot_id, pids=sessions.live_pids())
     if exec_running and not alive:
         if owner is not None:
             info["notes"].append(f"{owner.source} names a wrapper that is gone ({why}), but "
                                  "the run's `runner exec` process is running: the run is live")
         alive = True
-    if _summary_status(run_dir, info, wrapper_running=alive):
+    if _summary_status(files, spec, info, wrapper_running=alive):
         return info
     if owner is None and exec_running:
         info.update(status="launching" if _young(run_dir, now) else "stalled",
@@ -251,9 +314,11 @@ def _invalid(info: dict[str, Any], reason: str) -> dict[str, Any]:
     return info
 
 
-def _summary_status(run_dir: Path, info: dict[str, Any], *, wrapper_running: bool) -> bool:
-    """Fill ``info`` from summary.json; False when no summary of the runner's ends the run."""
-    summary, problem = contract.runner_summary(run_dir)
+def _summary_status(files: RunFiles, spec: dict[str, Any] | None, info: dict[str, Any], *,
+                    wrapper_running: bool) -> bool:
+    """Fill ``info`` from summary.json; False when no summary of the runner's ends the run.
+    ``spec``: spec.json as this status read it (its seal commitment)."""
+    summary, problem = contract.runner_summary(files.run_dir, spec=spec)
     if summary is None:
         if problem is not None:
             info["notes"].append(fields.clip(f"summary.json ignored: {problem}"))
@@ -378,34 +443,35 @@ def _service_status(beat: dict[str, Any], info: dict[str, Any]) -> None:
                                         else fields.text(block.get("last_error"), 300) or "?"))
 
 
-def _slurm_derive(run_dir: Path, spec: dict[str, Any], now: float, info: dict[str, Any],
+def _slurm_derive(files: RunFiles, spec: dict[str, Any], now: float, info: dict[str, Any],
                   sessions: SessionCache) -> dict[str, Any]:
     """A run SLURM launched: its wrapper runs on a compute node, so no pid is checked from
     here. The job state decides whether the wrapper can still run (a summary counts only once
     the job has ended); a live job's status comes from its heartbeat, a queued one carries
     SLURM's reason, and a job that ended without a runner summary is dead with SLURM's final
     state as the failure class."""
+    run_dir = files.run_dir
     job_id = slurm.job_id(spec)
     info["slurm_job_id"] = job_id
     job = sessions.slurm_job(job_id) if job_id else None
     if job is not None:
         info["slurm"] = job.to_json()
     active = job is not None and job.active
-    if _summary_status(run_dir, info, wrapper_running=active or
+    if _summary_status(files, spec, info, wrapper_running=active or
                        sessions.wrapper_running(run_dir)):
         return info
     if job_id is None:
         return _not_submitted(run_dir, now, info)
     if sessions.slurm_error is not None and job is None:
         info["notes"].append(f"SLURM could not be asked: {sessions.slurm_error}")
-        return _heartbeat_status(run_dir, spec, now, info)
+        return _heartbeat_status(files, spec, now, info)
     if job is not None and job.waiting:
         reason = job.reason if job.reason and job.reason not in ("None", "(null)") \
             else "waiting for the scheduler"
         info.update(status="queued", reason=f"SLURM job {job_id} pending: {reason}")
         return info
     if active:
-        return _heartbeat_status(run_dir, spec, now, info)
+        return _heartbeat_status(files, spec, now, info)
     return _slurm_dead(run_dir, job_id, job, info)
 
 
@@ -417,10 +483,11 @@ def _not_submitted(run_dir: Path, now: float, info: dict[str, Any]) -> dict[str,
     return info
 
 
-def _heartbeat_status(run_dir: Path, spec: dict[str, Any], now: float,
+def _heartbeat_status(files: RunFiles, spec: dict[str, Any], now: float,
                       info: dict[str, Any]) -> dict[str, Any]:
-    meta, _ = read_doc(run_dir / contract.METADATA, "run_metadata")
-    beat, beat_problem = read_doc(run_dir / contract.HEARTBEAT, "heartbeat")
+    run_dir = files.run_dir
+    meta, _ = files.doc(contract.METADATA, "run_metadata")
+    beat, beat_problem = files.doc(contract.HEARTBEAT, "heartbeat")
     if meta is None and beat is None and beat_problem is None:
         info.update(status="launching", reason="the job runs; the wrapper has not started yet")
         return info
