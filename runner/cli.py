@@ -24,7 +24,7 @@ from runner import __version__, contract, housekeeping, preflight, report_data, 
 
 EXIT_BY_KIND = {"usage": 2, "not_found": 3, "conflict": 4, "failed": 1}
 # read-only and quick: what `answer` serves in the caller's process (no stdin, no waiting)
-QUESTION_VERBS = frozenset({"version", "status", "show", "ls", "tail"})
+QUESTION_VERBS = frozenset({"version", "status", "show", "ls", "tail", "report-data"})
 
 
 class _JsonUsageParser(argparse.ArgumentParser):

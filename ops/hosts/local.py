@@ -1,8 +1,8 @@
 """LocalHost: the embedded default; host commands are local processes (one helper runs them).
 
-A runner question (status, show, ls, tail, version: runner.cli.QUESTION_VERBS) is answered by
-the runner's own code in this process, under the same scrubbed environment a runner process
-gets: the same JSON document and exit code as `python -m runner`, without starting a Python
+A runner question (status, show, ls, tail, report-data, version: runner.cli.QUESTION_VERBS) is
+answered by the runner's own code in this process, under the same scrubbed environment a runner
+process gets: the same JSON document and exit code as `python -m runner`, without starting a Python
 (0.1 to 0.3 s of CPU a question, once a second under `ops run tail --follow`). Everything
 else the runner does (submit, exec, cancel, pack, preflight, housekeeping) stays a process.
 """
