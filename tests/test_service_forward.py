@@ -8,6 +8,8 @@ every connection it carries, at once, and waits for the threads, paramiko's read
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import socketserver
 import threading
@@ -78,3 +80,34 @@ def test_a_closed_forward_refuses_new_connections(ssh_host: SSHHost, echo_port: 
     serving.join(2.0)
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", fwd.local_port), timeout=3)
+
+
+def test_ctrl_c_mid_connection_is_seen_even_when_another_thread_takes_it(
+        ssh_host: SSHHost, echo_port: int) -> None:
+    """The kernel may hand a process's SIGINT to any thread that does not block it; Python
+    then only sets a flag, and a main thread blocked in accept() would never see it."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("Python runs signal handlers in the main thread only")
+    fwd = Forwarder(lambda: ssh_host.transport, echo_port)
+    held: list[socket.socket] = []
+
+    def interrupt() -> None:  # the one thread that takes SIGINT
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        held.append(_connect(fwd.local_port))  # a connection being forwarded at Ctrl-C
+        os.kill(os.getpid(), signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        helper = threading.Thread(target=interrupt, daemon=True)
+        helper.start()
+        with pytest.raises(KeyboardInterrupt):
+            fwd.serve_forever()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.signal(signal.SIGINT, previous)
+        fwd.close()
+    held[0].settimeout(3.0)
+    assert held[0].recv(16) == b""  # the forwarded connection ended with the forward
+    held[0].close()
+    assert fwd.live_connections() == 0
