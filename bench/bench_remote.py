@@ -67,7 +67,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import REPO, Sandbox, make_run_dir, median, start_wrapper, table
-from fetch_cost import Cost, CostMeter, KeptCopies
+from fetch_cost import Cost, CostMeter, KeptCopies, pinned_runner_build
 
 from ops.config.loader import LoadedConfig, load_config
 from ops.hosts.mux import control_dir
@@ -528,8 +528,9 @@ def bench_fetch(pod: Pod, template: Path, results: Results, *, small: int, size_
           f"(made in {made:.1f} s)")
     tools = FetchTools(pod, pod.load(), root, run_id)
     costs: dict[str, list[Cost]] = {}
-    samples = fetch_rounds(tools, (n_files, n_bytes), repeats, pod.work / "fetched", budget_s,
-                           costs=costs)
+    with pinned_runner_build():  # the shared tree's runner/ may change while this runs
+        samples = fetch_rounds(tools, (n_files, n_bytes), repeats, pod.work / "fetched",
+                               budget_s, costs=costs)
     mids = {name: median(values) for name, values in samples.items()}
     for name, values in samples.items():
         print(f"    {name:28} {', '.join(f'{s:.2f}' for s in values)} s -> median "
