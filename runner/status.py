@@ -186,6 +186,7 @@ class SessionCache:
     def __init__(self) -> None:
         self._by_socket: dict[str, set[str]] = {}
         self._wrappers: dict[str, int] | None = None
+        self._wrapper_names: set[str] = set()
         self._pids: LivePids | None = None
         self._jobs: dict[str, slurm.Job | None] | None = None
         self._accounting = True
@@ -217,7 +218,11 @@ class SessionCache:
         kernel's word, which no file a workload writes can change (one scan per call)."""
         if self._wrappers is None:
             self._wrappers = reaper.live_wrappers()
+            self._wrapper_names = {os.path.basename(path) for path in self._wrappers}
         try:
+            if os.path.basename(run_dir) not in self._wrapper_names and \
+                    not os.path.islink(run_dir):
+                return False  # no wrapper of that name runs (most runs: no realpath to walk)
             return os.path.realpath(run_dir) in self._wrappers
         except (OSError, ValueError):
             return False

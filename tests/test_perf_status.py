@@ -5,7 +5,9 @@ read of the process table, not asked about run by run. Counted, not timed."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -87,6 +89,48 @@ def test_a_listing_reads_each_file_of_a_run_once_and_asks_no_gone_pid(
     assert {name for _, name in reads} == {contract.SPEC, contract.METADATA,
                                            contract.HEARTBEAT, contract.SUMMARY}
     assert gone not in asked
+
+
+def test_no_run_dir_path_is_resolved_when_no_wrapper_of_that_name_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _ended_runs(tmp_path, 3)
+    resolved: list[str] = []
+    real = os.path.realpath
+
+    def realpath(path: Any, **kwargs: Any) -> str:
+        if str(path).startswith(str(tmp_path)):
+            resolved.append(str(path))
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(os.path, "realpath", realpath)
+    assert {r["status"] for r in status.list_runs(tmp_path)} == {"completed"}
+    assert resolved == []
+    sessions = status.SessionCache()
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "done-0")
+    assert not sessions.wrapper_running(link) and resolved == [str(link)]  # a link: resolved
+
+
+def test_a_run_whose_runner_exec_process_runs_is_still_found_live(tmp_path: Path) -> None:
+    """The shortcut above skips only names no wrapper has: a `runner exec RUN_DIR` process in
+    the table (its metadata naming a gone pid) still makes the run live."""
+    ids, _ = _ended_runs(tmp_path, 2)
+    (tmp_path / ids[0] / contract.SUMMARY).unlink()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)",
+                               "-m", "runner", "exec", str(tmp_path / ids[0])])
+    try:
+        deadline = time.time() + 10
+        while not status.SessionCache().wrapper_running(tmp_path / ids[0]):
+            assert time.time() < deadline, "the process table never showed the holder"
+            time.sleep(0.05)
+        found = {r["run_id"]: r for r in status.list_runs(tmp_path)}
+        assert found[ids[0]]["status"] not in ("dead", "completed", "invalid")
+        assert any("runner exec" in note for note in found[ids[0]]["notes"])
+        assert found[ids[1]]["status"] == "completed"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert status.list_runs(tmp_path)[0]["status"] == "dead"
 
 
 def test_a_wrapper_that_started_after_the_process_table_was_read_is_asked_directly(
