@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -80,11 +81,16 @@ def launch_wrapper(run_dir: Path, socket: str, session: str) -> None:
 
 
 def live_sessions(socket: str) -> set[str]:
-    """Names of the sessions on the socket; an absent server means none."""
+    """Names of the sessions on the socket; an absent server (or no tmux) means none.
+
+    One `tmux list-sessions` rather than libtmux: status asks this on every listing, and
+    importing libtmux costs more than the call itself."""
     try:
-        server = _server(socket)
-        if not server.is_alive():
-            return set()
-        return {s.session_name for s in server.sessions if s.session_name}
-    except Exception:  # noqa: BLE001 - a missing tmux or server is "no sessions", not a failure
+        done = subprocess.run(["tmux", "-L", socket, "list-sessions", "-F", "#{session_name}"],
+                              capture_output=True, text=True, timeout=30, check=False,
+                              stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
         return set()
+    if done.returncode != 0:  # no server on the socket: tmux says so and exits 1
+        return set()
+    return {name for name in done.stdout.splitlines() if name}

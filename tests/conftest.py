@@ -27,6 +27,17 @@ REPO = Path(__file__).resolve().parent.parent
 WORKLOADS = REPO / "tests" / "workloads"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compiled_sources() -> None:
+    """Byte-compile ops and runner once per worker: the suite starts `python -m ops` and
+    `python -m runner` hundreds of times, and where PYTHONDONTWRITEBYTECODE is set (as on this
+    machine) each of them would otherwise compile every module it imports again."""
+    import compileall
+
+    for package in ("ops", "runner"):
+        compileall.compile_dir(REPO / package, quiet=1)
+
+
 @pytest.fixture(autouse=True)
 def hermetic_home(tmp_path_factory: pytest.TempPathFactory,
                   monkeypatch: pytest.MonkeyPatch) -> Path:
