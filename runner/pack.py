@@ -203,7 +203,7 @@ class _TarOut:
             try:
                 sent = os.sendfile(self._fd, fd, offset, size - offset)
             except OSError as exc:  # an output the kernel cannot send to: through a buffer
-                if offset or exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                if offset or exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSOCK):
                     raise
                 os.lseek(fd, 0, os.SEEK_SET)
                 self._fd = None
