@@ -257,3 +257,20 @@ def test_a_file_that_shrinks_while_it_is_sent_breaks_the_stream(tmp_path: Path) 
     finally:
         os.close(fd)
         os.close(read_fd)
+
+
+def test_a_link_in_the_fetched_copy_is_replaced_never_written_through(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "runs")
+    outside = tmp_path / "outside.log"
+    outside.write_bytes((run / "stdout.log").read_bytes())  # same size
+    mtime = (run / "stdout.log").stat().st_mtime
+    os.utime(outside, (mtime, mtime))  # and mtime: through the link it looks current
+    copy = tmp_path / "art" / run.name
+    copy.mkdir(parents=True)
+    (copy / "stdout.log").symlink_to(outside)
+    target = Target(LocalHost(), HostPaths(str(run.parent), str(tmp_path)))
+    result = fetch.fetch(target, run.name, tmp_path / "art")
+    assert "stdout.log" in result.files_fetched
+    assert not (copy / "stdout.log").is_symlink()
+    assert (copy / "stdout.log").read_bytes() == (run / "stdout.log").read_bytes()
+    assert outside.read_bytes() == (run / "stdout.log").read_bytes()  # untouched

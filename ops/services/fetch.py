@@ -17,6 +17,7 @@ import contextlib
 import json
 import math
 import os
+import stat
 import tarfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -67,7 +68,7 @@ def _have(dest: Path) -> list[list[Any]]:
         for name in names:
             with contextlib.suppress(OSError):
                 info = os.lstat(os.path.join(root, name))
-                if info.st_mode & 0o170000 == 0o100000:  # a regular file
+                if stat.S_ISREG(info.st_mode):  # never a link: it is fetched over
                     rel = name if rel_root == "." else f"{rel_root}/{name}"
                     have.append([rel, info.st_size, info.st_mtime])
     return have
