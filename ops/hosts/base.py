@@ -88,7 +88,7 @@ class Host(Protocol):
         ...
 
 
-_RUNNER_ERRORS: dict[str, type[OpsError]] = {
+RUNNER_ERRORS: dict[str, type[OpsError]] = {
     "usage": UsageError, "not_found": NotFoundError, "conflict": ConflictError,
 }
 
@@ -108,9 +108,9 @@ def call_runner(host: Host, args: Sequence[str], *, input_text: str | None = Non
     if isinstance(doc, dict) and "error" in doc:
         err = doc["error"] if isinstance(doc["error"], dict) else {"message": doc["error"]}
         kind = err.get("kind")
-        error_type = _RUNNER_ERRORS.get(kind, OpsError) if isinstance(kind, str) else OpsError
+        error_type = RUNNER_ERRORS.get(kind, OpsError) if isinstance(kind, str) else OpsError
         raise error_type(str(err.get("message"))[:2000])
-    if not result.ok and not isinstance(doc, dict) and _runner_missing(result):
+    if not result.ok and not isinstance(doc, dict) and runner_missing(result):
         recheck = getattr(host, "runner_recheck", None)
         if recheck is not None:  # a remembered runner is gone: check the host fully, once
             host.runner_recheck = None  # type: ignore[attr-defined]
@@ -121,7 +121,7 @@ def call_runner(host: Host, args: Sequence[str], *, input_text: str | None = Non
     return doc
 
 
-def _runner_missing(result: ExecResult) -> bool:
+def runner_missing(result: ExecResult) -> bool:
     """The runner could not even start: no interpreter, or no runner package where expected."""
     text = result.stderr + result.stdout
     return result.exit_code == 127 or "No module named" in text

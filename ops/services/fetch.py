@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from ops.errors import ConflictError, HostError, NotFoundError, OpsError, UsageError
-from ops.hosts.base import HostCommandError
+from ops.errors import HostError, NotFoundError, OpsError
+from ops.hosts.base import RUNNER_ERRORS, HostCommandError, runner_missing
 from ops.services.fetch_stream import StreamEndedError, TarReader, pipe_fd, widen_pipe
 from ops.services.runs import Target
 from runner import contract
@@ -37,8 +37,6 @@ PARTIAL = ".ops/partial"
 _FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE)
 RECORD = ".ops/fetch.json"
 Progress = Callable[[int], None]
-_ERRORS: dict[str, type[OpsError]] = {"usage": UsageError, "not_found": NotFoundError,
-                                      "conflict": ConflictError}  # as call_runner maps them
 
 
 @dataclass
@@ -110,16 +108,11 @@ def _fetch_once(target: Target, ask: _Ask, result: FetchResult,
         return _exchange(target, ask, result, progress)
     except HostCommandError as exc:
         recheck = getattr(host, "runner_recheck", None)
-        if recheck is None or not _runner_missing(exc):
+        if recheck is None or not runner_missing(exc.result):
             raise
         host.runner_recheck = None  # type: ignore[attr-defined]
         recheck()
         return _exchange(target, ask, result, progress)
-
-
-def _runner_missing(exc: HostCommandError) -> bool:
-    text = exc.result.stderr + exc.result.stdout
-    return exc.result.exit_code == 127 or "No module named" in text
 
 
 def _exchange(target: Target, ask: _Ask, result: FetchResult,
@@ -179,7 +172,7 @@ def _read_answer(reader: TarReader, host: str) -> Any:
     if isinstance(doc, dict) and "error" in doc:
         err = doc["error"] if isinstance(doc["error"], dict) else {"message": doc["error"]}
         kind = err.get("kind")
-        error_type = _ERRORS.get(kind, OpsError) if isinstance(kind, str) else OpsError
+        error_type = RUNNER_ERRORS.get(kind, OpsError) if isinstance(kind, str) else OpsError
         raise error_type(str(err.get("message"))[:2000])
     return doc
 
