@@ -154,18 +154,8 @@ def _long_running(args: argparse.Namespace) -> int | None:
     return None
 
 
-def _from_expected_build() -> bool:
-    """ops names the build it wants in OPS_RUNNER_DIR; a runner imported from anywhere else
-    (an older copy in site-packages, say, when that build is gone) must not answer for it."""
-    expected = os.environ.get("OPS_RUNNER_DIR")
-    if not expected:
-        return True
-    here = Path(__file__).resolve().parent.parent
-    return here == Path(expected).resolve()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    if not _from_expected_build():
+    if not contract.from_expected_build():
         sys.stderr.write(f"No module named runner in {os.environ.get('OPS_RUNNER_DIR')} "
                          f"(this one is {Path(__file__).resolve().parent})\n")
         return 127

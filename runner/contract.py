@@ -304,3 +304,10 @@ def boot_id() -> str | None:
 
 def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def from_expected_build() -> bool:
+    """ops names the runner build it wants in OPS_RUNNER_DIR; a runner imported from anywhere
+    else (an older copy in site-packages, say, when that build is gone) must not answer for it."""
+    expected = os.environ.get("OPS_RUNNER_DIR")
+    return not expected or Path(__file__).resolve().parent.parent == Path(expected).resolve()

@@ -351,15 +351,8 @@ def _fail(out: BinaryIO, kind: str, message: str) -> int:
     return {"usage": 2, "not_found": 3}.get(kind, 1)
 
 
-def _from_expected_build() -> bool:
-    """ops names the build it wants in OPS_RUNNER_DIR; a runner imported from anywhere else
-    (an older copy in site-packages) must not answer for it (runner.cli's rule)."""
-    expected = os.environ.get("OPS_RUNNER_DIR")
-    return not expected or Path(__file__).resolve().parent.parent == Path(expected).resolve()
-
-
 def main(argv: list[str]) -> int:
-    if not _from_expected_build():
+    if not contract.from_expected_build():
         sys.stderr.write(f"No module named runner in {os.environ.get('OPS_RUNNER_DIR')}\n")
         return 127
     out = sys.stdout.buffer
