@@ -202,9 +202,11 @@ def test_the_synced_record_is_kept_in_the_git_dir_bounded_and_forgotten_per_host
     repo = tmp_path / "repo"
     (repo / ".git").mkdir(parents=True)
     shas = [f"{i:040x}" for i in range(synced.KEEP_PER_HOST + 6)]
+    record = synced.Record(repo)
     for sha in shas:
-        synced.remember(repo, "pod", "/home/u/.ops", sha)
-    synced.remember(repo, "other", "/ops", shas[0])
+        record.remember("pod", "/home/u/.ops", sha)
+    record.remember("other", "/ops", shas[0])
+    record.save()
     assert synced.record_path(repo) == repo / ".git" / synced.RECORD_NAME
     assert synced.holds(repo, "pod", "/home/u/.ops", shas[-1])
     assert not synced.holds(repo, "pod", "/home/u/.ops", shas[0])  # the oldest fell off
@@ -224,7 +226,9 @@ def test_a_damaged_record_reads_as_empty_and_a_worktree_keeps_it_in_its_git_dir(
     assert synced.record_path(repo) == gitdir / synced.RECORD_NAME
     synced.record_path(repo).write_text("{not json")
     assert not synced.holds(repo, "pod", "/h", "a" * 40)
-    synced.remember(repo, "pod", "/h", "a" * 40)
+    record = synced.Record(repo)
+    record.remember("pod", "/h", "a" * 40)
+    record.save()
     assert synced.holds(repo, "pod", "/h", "a" * 40)
     plain = tmp_path / "no-git"
     plain.mkdir()

@@ -14,7 +14,6 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ops.config.loader import LoadedConfig, ResolvedPreset, lookup_preset, resolve_preset
@@ -24,10 +23,10 @@ from ops.errors import HostError, UsageError
 from ops.gitinfo import code_info
 from ops.hosts.base import call_runner
 from ops.hosts.local import LocalHost
-from ops.services import launcher, preflight, synced
+from ops.services import launcher, preflight
 from ops.services.runs import Target, show
 from ops.services.spec import build_spec, secret_values
-from ops.services.sync import LocalCommit, SyncHost, code_home, resolve_local, sync_commit
+from ops.services.sync import LocalCommit, SyncPlan, plan_sync
 from ops.services.target import file_host
 from runner import contract
 
@@ -96,12 +95,12 @@ class CodeChoice:
         trip in all); any other commit is synced first."""
         if self.ref is None and isinstance(target.host, LocalHost):
             return CodePlan(code_info(loaded.repo_root), self.preflight)
-        host = file_host(target.host)
-        local = resolve_local(loaded.repo_root, self.ref or "HEAD", allow_dirty=self.allow_dirty)
-        home = code_home(host, target.paths.ops_home)
-        plan = CodePlan(_code_block(local, f"{home}/code/{local.commit}"), self.preflight,
-                        _Sync(host, loaded.repo_root, local, home))
-        if not synced.holds(loaded.repo_root, host.name, home, local.commit):
+        found = plan_sync(file_host(target.host), loaded.repo_root, self.ref or "HEAD",
+                          ops_home=target.paths.ops_home, allow_dirty=self.allow_dirty)
+        local = found.local
+        plan = CodePlan(_code_block(local, f"{found.home}/code/{local.commit}"),
+                        self.preflight, _Sync(found))
+        if not found.held:
             plan.sync()
         return plan
 
@@ -121,15 +120,13 @@ def _code_block(local: LocalCommit, code_dir: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class _Sync:
-    host: SyncHost
-    repo_root: Path
-    local: LocalCommit
-    home: str
+    found: SyncPlan
 
     def __call__(self, *, stale: bool = False) -> None:
+        found = self.found
         if stale:  # the host lacked what the record said it held: the record goes first
-            synced.forget(self.repo_root, self.host.name, self.home)
-        sync_commit(self.host, self.repo_root, self.local, ops_home=self.home)
+            found.record.forget(found.host.name, found.home)
+        found.sync()
 
 
 @dataclass

@@ -3,11 +3,15 @@
 1. The ref is resolved here (``pr:N`` is fetched from origin's ``refs/pull/N/head`` into
    ``refs/ops/pr/N``). Syncing what is checked out with a dirty working tree is refused, or with
    ``allow_dirty`` becomes a snapshot commit made through a temporary index.
-2. Optimistic first attempt, one exec: when this clone synced an ancestor before (a local
-   ``refs/ops/commits/<sha>``), a bundle of the commits since then goes straight to `apply`
-   (ops.services.sync_host) with that ancestor's tree as the base to reuse. If the host lacks
-   it, `apply` answers with the host's state and the sync goes on from there, as it does when
-   there is no such ancestor after one `probe` exec.
+2. Optimistic first attempt, one exec. The common case, a commit whose parent this clone
+   synced to the host (ops.services.synced records it): a bundle of that one commit, made
+   while `git status` checks the tree in a thread, goes straight to `apply`
+   (ops.services.sync_host) with the parent's tree as the base to reuse; its
+   ``refs/ops/commits/<sha>`` ref is written during the exec. Otherwise, when this clone
+   synced an ancestor before (a local ``refs/ops/commits/<sha>``), a bundle of the commits
+   since then goes to `apply` the same way. If the host lacks what was assumed, `apply`
+   answers with the host's state and the sync goes on from there, as it does when there is
+   no such ancestor after one `probe` exec.
 3. With the host's state known, the bundle holds only the commits its mirror lacks (``git
    bundle create <sha> ^tip...``) and the base is the nearest first-parent ancestor whose tree
    is on the host. A host without git gets a ``git archive`` tar.gz instead. Either way
@@ -20,23 +24,26 @@ run used stays reachable locally.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ops.errors import HostError, NotFoundError, UsageError
+from ops.errors import HostError, NotFoundError, OpsError, UsageError
 from ops.hosts.base import ExecResult, HostCommandError, human_size, progress
 from ops.hosts.local import run_local
 from ops.services import sync_host, synced
 from ops.services.sync_host import HostState, SyncHost
 from runner.envpolicy import scrubbed_env
 
-__all__ = ["LocalCommit", "SyncHost", "SyncResult", "code_home", "resolve_local", "sync_commit",
-           "sync_ref"]
+__all__ = ["LocalCommit", "SyncHost", "SyncPlan", "SyncResult", "code_home", "plan_sync",
+           "resolve_local", "sync_commit", "sync_ref"]
 
 Method = Literal["bundle", "mirror", "archive", "present"]
 
@@ -57,6 +64,8 @@ class LocalCommit:
     branch: str | None
     dirty: bool
     base_commit: str
+    parents: tuple[str, ...] = ()  # as far as the resolving already knew them
+    head: bool = False  # the commit is what HEAD pointed at when resolved
 
 
 @dataclass(frozen=True)
@@ -96,8 +105,46 @@ class _Sent:
 def sync_ref(host: SyncHost, repo_root: Path, ref: str, *, ops_home: str,
              allow_dirty: bool = False) -> SyncResult:
     """Make ``<ops_home>/code/<sha>`` on ``host`` hold the tree of ``ref`` (see module doc)."""
-    return sync_commit(host, repo_root, resolve_local(repo_root, ref, allow_dirty=allow_dirty),
-                       ops_home=ops_home)
+    plan = plan_sync(host, repo_root, ref, ops_home=ops_home, allow_dirty=allow_dirty)
+    return plan.sync()
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    """A resolved commit for one host, what this clone knows of that host, and the bundle
+    already made for it when it is the child of a commit the host holds."""
+
+    host: SyncHost
+    repo_root: Path
+    home: str
+    local: LocalCommit
+    record: synced.Record
+    early: _OneCommit | None
+
+    @property
+    def held(self) -> bool:
+        """Whether the host is recorded as holding the commit's tree already."""
+        return self.record.holds(self.host.name, self.home, self.local.commit)
+
+    def sync(self) -> SyncResult:
+        return sync_commit(self.host, self.repo_root, self.local, ops_home=self.home,
+                           record=self.record, early=self.early)
+
+
+def plan_sync(host: SyncHost, repo_root: Path, ref: str, *, ops_home: str,
+              allow_dirty: bool = False) -> SyncPlan:
+    """Resolve ``ref`` for ``host``. While the dirty check runs (a thread), the bundle of a
+    commit whose parent the host holds is made already; it is used only if the tree turns
+    out clean (a snapshot commit is another commit)."""
+    resolving = _Resolving(repo_root, ref)
+    record = synced.Record(repo_root)
+    home = code_home(host, ops_home)
+    early = None
+    if resolving.head:
+        with contextlib.suppress(OpsError):  # made again, or not needed: the dirty check says
+            early = _one_commit(repo_root, record, resolving.commit, resolving.parents,
+                                host=host.name, home=home, head=True)
+    return SyncPlan(host, repo_root, home, resolving.result(allow_dirty), record, early)
 
 
 def code_home(host: SyncHost, ops_home: str) -> str:
@@ -105,14 +152,19 @@ def code_home(host: SyncHost, ops_home: str) -> str:
     return host.expand(ops_home).rstrip("/") or "/"
 
 
-def sync_commit(host: SyncHost, repo_root: Path, local: LocalCommit, *,
-                ops_home: str) -> SyncResult:
+def sync_commit(host: SyncHost, repo_root: Path, local: LocalCommit, *, ops_home: str,
+                record: synced.Record | None = None,
+                early: _OneCommit | None = None) -> SyncResult:
     """Sync a commit ``resolve_local`` found; the host is then recorded as holding it
     (ops.services.synced), so that a later submit of it needs no sync exec."""
     started = time.monotonic()
     home = code_home(host, ops_home)
-    sent = _sync_commit(host, repo_root, home, local.commit)
-    synced.remember(repo_root, host.name, home, local.commit)
+    record = record or synced.Record(repo_root)
+    try:
+        sent = _sync_commit(host, repo_root, home, local, record=record, early=early)
+        record.remember(host.name, home, local.commit)
+    finally:
+        record.save()
     seconds = round(time.monotonic() - started, 3)
     progress(f"sync {host.name}: {local.commit[:12]} {sent.method}, {sent.commits_sent} "
              f"commit(s), {human_size(sent.bytes_sent)} sent in {seconds:.2f} s")
@@ -135,35 +187,76 @@ def _out(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
 
 def resolve_local(repo_root: Path, ref: str, *, allow_dirty: bool = False) -> LocalCommit:
     """The commit ``ref`` names; a snapshot commit when it is the dirty checked-out tree."""
-    commit, branch, current = _resolve_ref(repo_root, ref)
-    if ref in ("HEAD", "@"):
-        branch = current or None
-    checked_out = ref in ("HEAD", "@") or (branch is not None and branch == current)
-    changed = _changed_paths(repo_root) if checked_out else []
-    if not changed:
-        return LocalCommit(commit, ref, branch, False, commit)
-    if not allow_dirty:
-        raise UsageError(f"the working tree has uncommitted changes ({len(changed)} paths)",
-                         details=[*changed[:5], *(["..."] if len(changed) > 5 else [])],
-                         hint="commit them, or pass --allow-dirty to sync a snapshot of the tree")
-    return LocalCommit(_snapshot(repo_root, commit), ref, branch, True, commit)
+    return _Resolving(repo_root, ref).result(allow_dirty)
 
 
-def _resolve_ref(repo: Path, ref: str) -> tuple[str, str | None, str]:
-    """(commit, local branch name or None, the checked-out branch or "") of a ref: one git
-    process for a plain ref, the careful way (with its messages) when that does not answer."""
+class _Resolving:
+    """A ref being resolved: the commit at once, the dirty check (a `git status`, the slow
+    part on a big tree) in a thread, so that a sync can prepare its bundle meanwhile."""
+
+    def __init__(self, repo: Path, ref: str):
+        self.repo, self.ref = repo, ref
+        found = _resolve_ref(repo, ref)
+        self.commit, self.parents = found.commit, found.parents
+        self.branch = found.current or None if ref in ("HEAD", "@") else found.branch
+        self.head = ref in ("HEAD", "@") or \
+            (self.branch is not None and self.branch == found.current)
+        self._changed: list[str] | BaseException = []
+        self._status: threading.Thread | None = None
+        if self.head:  # what is checked out: its working tree may differ
+            self._status = threading.Thread(target=self._check, daemon=True)
+            self._status.start()
+
+    def _check(self) -> None:
+        try:
+            self._changed = _changed_paths(self.repo)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller in result()
+            self._changed = exc
+
+    def result(self, allow_dirty: bool) -> LocalCommit:
+        if self._status is not None:
+            self._status.join()
+        if isinstance(self._changed, BaseException):
+            raise self._changed
+        changed = self._changed
+        if not changed:
+            return LocalCommit(self.commit, self.ref, self.branch, False, self.commit,
+                               self.parents, self.head)
+        if not allow_dirty:
+            raise UsageError(f"the working tree has uncommitted changes ({len(changed)} paths)",
+                             details=[*changed[:5], *(["..."] if len(changed) > 5 else [])],
+                             hint="commit them, or pass --allow-dirty to sync a snapshot of "
+                                  "the tree")
+        return LocalCommit(_snapshot(self.repo, self.commit), self.ref, self.branch, True,
+                           self.commit, (self.commit,))
+
+
+@dataclass(frozen=True)
+class _Ref:
+    commit: str
+    branch: str | None  # the ref's local branch name, if it is one
+    current: str  # the checked-out branch, "" when HEAD is detached
+    parents: tuple[str, ...] = ()
+
+
+def _resolve_ref(repo: Path, ref: str) -> _Ref:
+    """The commit of a ref, its parents, its branch and the checked-out one: one git process
+    for a plain ref, the careful way (with its messages) when that does not answer."""
     if ref.startswith("pr:"):
-        return _fetch_pull_request(repo, ref[3:]), None, _checked_out(repo)
+        return _Ref(_fetch_pull_request(repo, ref[3:]), None, _checked_out(repo))
     if not ref or ref.startswith("-"):
         raise UsageError(f"not a ref: {ref!r}")
-    # the commit, then HEAD's full name, then the ref's (none for a bare sha)
-    quick = _git(repo, "rev-parse", f"{ref}^{{commit}}", "--symbolic-full-name", "HEAD", ref,
-                 check=False)
+    # the commit, its parents, then HEAD's full name, then the ref's (none for a bare sha)
+    quick = _git(repo, "rev-parse", f"{ref}^{{commit}}", f"{ref}^@", "--symbolic-full-name",
+                 "HEAD", ref, check=False)
     lines = quick.stdout.split()
-    if quick.ok and len(lines) in (2, 3) and SHA_RE.fullmatch(lines[0]):
-        return lines[0], _branch(lines[2] if len(lines) == 3 else ""), _branch(lines[1]) or ""
+    parents = tuple(line for line in lines[1:] if SHA_RE.fullmatch(line))
+    names = lines[1 + len(parents):]
+    if quick.ok and lines and SHA_RE.fullmatch(lines[0]) and len(names) in (1, 2):
+        return _Ref(lines[0], _branch(names[1] if len(names) == 2 else ""),
+                    _branch(names[0]) or "", parents)
     commit, branch = _verified_ref(repo, ref)
-    return commit, branch, _checked_out(repo)
+    return _Ref(commit, branch, _checked_out(repo))
 
 
 def _checked_out(repo: Path) -> str:
@@ -260,11 +353,86 @@ def _snapshot(repo: Path, base: str) -> str:
 
 # -- what to send --------------------------------------------------------------------------------
 
-def _sync_commit(host: SyncHost, repo: Path, home: str, commit: str) -> _Sent:
-    guess = _synced_ancestor(repo, commit)
+@dataclass(frozen=True)
+class _OneCommit:
+    """A commit whose parent the host holds: the bundle of it alone, and the parent's tree
+    as the base to reuse (None when attributes forbid it)."""
+
+    commit: str
+    parent: str
+    payload: bytes
+    base: str | None
+    named: bool  # the bundle names the commit under refs/ops/commits/ already
+
+
+def _one_commit(repo: Path, record: synced.Record, commit: str, parents: tuple[str, ...], *,
+                host: str, home: str, head: bool) -> _OneCommit | None:
+    """The common sync after a commit: no search for a base, no count of commits to send.
+    With ``head``, the bundle names the commit as HEAD, so no ref is written before."""
+    if len(parents) != 1 or not record.holds(host, home, parents[0]) or \
+            record.holds(host, home, commit):
+        return None
+    parent = parents[0]
+    name = "HEAD" if head else f"{COMMITS_NS}/{commit}"
+    if not head:
+        _git(repo, "update-ref", name, commit)
+    payload = _bundle(repo, name, [f"^{parent}"])
+    base = parent if _tree_reusable(repo, record, parent, commit) else None
+    return _OneCommit(commit, parent, payload, base, named=not head)
+
+
+def _send_one(host: SyncHost, repo: Path, home: str,
+              one: _OneCommit) -> tuple[_Sent | None, HostState | None]:
+    """Apply a one-commit bundle: (what was sent, None), or (None, the host's state) when it
+    lacked the parent after all. The commit's refs/ops/commits/ ref is written meanwhile."""
+    progress(f"sync {host.name}: sending 1 commit, {human_size(len(one.payload))}")
+    naming = None if one.named else _in_background(
+        lambda: _git(repo, "update-ref", f"{COMMITS_NS}/{one.commit}", one.commit))
+    applied = sync_host.apply(host, home, one.commit, "bundle", payload=one.payload,
+                              base=one.base)
+    if naming is not None:
+        naming()
+    if applied.outcome == "stale":
+        return None, applied.state
+    return _Sent("present" if applied.outcome == "present" else "bundle", applied.bytes_sent,
+                 1, applied.reused, len(one.payload)), None
+
+
+def _in_background(work: Callable[[], object]) -> Callable[[], None]:
+    """Start ``work`` in a thread; the function returned waits for it (and raises its error)."""
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+
+    def wait() -> None:
+        thread.join()
+        if failed:
+            raise failed[0]
+    return wait
+
+
+def _sync_commit(host: SyncHost, repo: Path, home: str, local: LocalCommit, *,
+                 record: synced.Record, early: _OneCommit | None) -> _Sent:
+    commit = local.commit
+    one = early if early is not None and early.commit == commit else \
+        _one_commit(repo, record, commit, local.parents, host=host.name, home=home, head=False)
     state = None
+    if one is not None:
+        sent, state = _send_one(host, repo, home, one)
+        if sent is not None:
+            return sent
+        record.forget(host.name, home)  # the host lacked what the record said it held
+    guess = None if state is not None else commit if record.holds(host.name, home, commit) \
+        else _synced_ancestor(repo, commit)
     if guess is not None:
-        sent, state = _send(host, repo, home, commit, excludes=[guess], base=guess)
+        sent, state = _send(host, repo, home, commit, record, excludes=[guess], base=guess)
         if sent is not None:
             return sent
     state = state or sync_host.probe(host, home)
@@ -274,15 +442,17 @@ def _sync_commit(host: SyncHost, repo: Path, home: str, commit: str) -> _Sent:
         return _send_archive(host, repo, home, commit, state)
     known = _known_commits(repo, [*state.tips, *state.trees])
     base = _nearest(repo, commit, [tree for tree in state.trees if tree in known])
-    sent, _ = _send(host, repo, home, commit, excludes=[t for t in state.tips if t in known],
+    sent, _ = _send(host, repo, home, commit, record,
+                    excludes=[t for t in state.tips if t in known],
                     base=base, inline=state.base64)
     if sent is None:
         raise HostError(f"{host.name} changed while ops was syncing {commit[:12]}; try again")
     return sent
 
 
-def _send(host: SyncHost, repo: Path, home: str, commit: str, *, excludes: list[str],
-          base: str | None, inline: bool = True) -> tuple[_Sent | None, HostState | None]:
+def _send(host: SyncHost, repo: Path, home: str, commit: str, record: synced.Record, *,
+          excludes: list[str], base: str | None,
+          inline: bool = True) -> tuple[_Sent | None, HostState | None]:
     """Bundle what ``excludes`` lack and apply it: (what was sent, None), or (None, the
     host's state) when the host lacked what ``excludes`` and ``base`` assumed."""
     exclude_args = [f"^{sha}" for sha in excludes]
@@ -291,10 +461,10 @@ def _send(host: SyncHost, repo: Path, home: str, commit: str, *, excludes: list[
     else:
         missing = int(_out(repo, "rev-list", "--count", commit, *exclude_args))
         _git(repo, "update-ref", f"{COMMITS_NS}/{commit}", commit)
-    payload = _bundle(repo, commit, exclude_args) if missing else None
+    payload = _bundle(repo, f"{COMMITS_NS}/{commit}", exclude_args) if missing else None
     if payload:
         progress(f"sync {host.name}: sending {missing} commit(s), {human_size(len(payload))}")
-    base = base if base and _tree_reusable(repo, base, commit) else None
+    base = base if base and _tree_reusable(repo, record, base, commit) else None
     applied = sync_host.apply(host, home, commit, "bundle" if payload else "mirror",
                               payload=payload, inline=inline, base=base)
     if applied.outcome == "stale":
@@ -305,11 +475,11 @@ def _send(host: SyncHost, repo: Path, home: str, commit: str, *, excludes: list[
                  applied.reused, len(payload or b"")), None
 
 
-def _bundle(repo: Path, commit: str, exclude_args: list[str]) -> bytes:
+def _bundle(repo: Path, name: str, exclude_args: list[str]) -> bytes:
+    """A bundle of the ref ``name`` (the host reads the commits, never the ref's name)."""
     with tempfile.TemporaryDirectory(prefix="ops-bundle-") as tmp:
         path = Path(tmp) / "sync.bundle"
-        _git(repo, "bundle", "create", "-q", str(path), f"{COMMITS_NS}/{commit}",
-             *exclude_args)
+        _git(repo, "bundle", "create", "-q", str(path), name, *exclude_args)
         return path.read_bytes()
 
 
@@ -343,16 +513,22 @@ def _known_commits(repo: Path, shas: list[str]) -> set[str]:
     return {line.split()[0] for line in out.splitlines() if line.endswith(" commit")}
 
 
-def _tree_reusable(repo: Path, base: str, commit: str) -> bool:
+def _tree_reusable(repo: Path, record: synced.Record, base: str, commit: str) -> bool:
     """Whether the tree of ``base`` may become ``commit``'s by a checkout of the difference:
-    not when .gitattributes make `git archive` differ from a checkout (export-ignore,
-    export-subst) or changed in between."""
+    not when .gitattributes changed in between or make `git archive` differ from a checkout
+    (export-ignore, export-subst). Unchanged attributes keep the base's recorded verdict."""
     if base == commit:
         return False
-    export = _git(repo, "grep", "-q", "-e", "export-ignore", "-e", "export-subst", commit,
-                  "--", "*.gitattributes", check=False)
     changed = _git(repo, "diff", "--quiet", base, commit, "--", "*.gitattributes", check=False)
-    return export.exit_code == 1 and changed.ok
+    if not changed.ok:
+        return False
+    if not record.is_plain(base):
+        export = _git(repo, "grep", "-q", "-e", "export-ignore", "-e", "export-subst", commit,
+                      "--", "*.gitattributes", check=False)
+        if export.exit_code != 1:
+            return False
+    record.remember_plain(commit)
+    return True
 
 
 def _send_archive(host: SyncHost, repo: Path, home: str, commit: str,

@@ -47,75 +47,87 @@ echo state
 report
 """
 
-# argv: home sha mode upload base. mode: bundle (fetch the upload into the mirror first),
+# argv: home sha mode upload base. mode: bundle (unbundle the upload into the mirror first),
 # mirror (the mirror should have the commit) or tar (no git: the upload is a tar.gz of the
-# tree); upload "-" means base64 on stdin. With a base, code/<base> is hard-linked into the
-# new tree, whatever runs added to it is cleaned away, and git rewrites the paths that differ
-# between the commits or whose stat data differs from code/.index-<base> (the index kept for
-# each tree: a run that changed a file of its tree does not leak the change); else `git
-# archive | tar -x`. Files are made read-only: trees share unchanged files by hard links.
-# After answering, a background job hard-links a spare copy of the new tree (.spare-<sha>)
-# so that the next sync based on it starts from a ready copy.
+# tree); upload "-" means base64 on stdin (piped straight in, never a file). With a base, a
+# copy of code/<base> hard-linked into the new tree (the clean spare the last sync left, else
+# one made and cleaned now of whatever runs added) is made the commit's by git, which rewrites
+# the paths that differ between the commits or whose stat data differs from code/.index-<base>
+# (the index kept for each tree: a run that changed a file of its tree does not leak the
+# change); else `git archive | tar -x`. Files are made read-only: trees share unchanged files
+# by hard links. The tree is built in a stage dir and renamed into place whole. After
+# answering, a background job makes a clean spare copy of the new tree (.clean-<sha>) for the
+# next sync based on it, and tidies up. The common path starts as few processes as it can:
+# each costs milliseconds on a busy pod.
 APPLY_SCRIPT = _REPORT + r"""
 set -eu
 KEEP_SPARES=3
 home=$1 sha=$2 mode=$3 upload=$4 base=$5
 m=$home/mirror.git
+code=$home/code
 stage=
-trap 'if [ -n "$stage" ]; then rm -rf "$stage"; fi
+built=
+trap 'if [ -n "$stage" ] && [ -z "$built" ]; then rm -rf "$stage"; fi
       case $upload in -|"") ;; *) rm -f "$upload" ;; esac' EXIT
 trap 'exit 1' HUP INT TERM
 stale() { echo stale; report; exit 0; }
-if [ -d "$home/code/$sha" ]; then echo present; exit 0; fi
+if [ -d "$code/$sha" ]; then echo present; exit 0; fi
 [ "$mode" = tar ] || command -v git >/dev/null 2>&1 || stale
 [ "$upload" != - ] || command -v base64 >/dev/null 2>&1 || stale
-mkdir -p "$home/code"
-stage=$(mktemp -d "$home/code/.stage.XXXXXX")
-if [ "$upload" = - ]; then upload=$stage/upload; base64 -d > "$upload"; fi
+[ -d "$code" ] || mkdir -p "$code"
+stage=$code/.stage.$$  # this shell's own (a dead one's of the same pid is removed)
+if [ -e "$stage" ]; then rm -rf "$stage"; fi
+mkdir "$stage"
+payload() {  # the upload's bytes, to a command that reads them from a file name
+  if [ "$upload" = - ]; then base64 -d | "$@" /dev/stdin; else "$@" "$upload"; fi
+}
 full() {
   mkdir "$stage/$sha"
   { git --git-dir="$m" archive --format=tar "$sha" || touch "$stage/failed"; } |
     tar -xf - -C "$stage/$sha"
   [ ! -e "$stage/failed" ]
 }
-from_base() {  # the spare copy of code/$base the last sync left, else a fresh one
-  [ -n "$base" ] && [ -d "$home/code/$base" ] && [ -f "$home/code/.index-$base" ] || return 1
-  mv "$home/code/.spare-$base" "$stage/$sha" 2>/dev/null ||
-    cp -al "$home/code/$base" "$stage/$sha" || return 1
-  cp -p "$home/code/.index-$base" "$stage/index"  # -p: its time marks racily clean entries
-  in_tree clean -ffdxq && in_tree read-tree --reset -u "$sha"
-}
 in_tree() {  # git on the staged tree, with its own index (its stat data tells what changed)
-  (cd "$stage/$sha" && GIT_DIR="$m" GIT_WORK_TREE="$stage/$sha" GIT_INDEX_FILE="$stage/index" \
-    git -c core.trustctime=false "$@")
+  GIT_DIR="$m" GIT_WORK_TREE="$stage/$sha" GIT_INDEX_FILE="$stage/index" \
+    git -C "$stage/$sha" -c core.trustctime=false "$@"
 }
-spare() {  # in the background: the next sync's copy of this tree, and some tidying up
+from_base() {  # the clean spare of code/$base the last sync left, else a copy cleaned now
+  [ -n "$base" ] && [ -d "$code/$base" ] && [ -f "$code/.index-$base" ] || return 1
+  cp -p "$code/.index-$base" "$stage/index" || return 1  # -p: marks racily clean entries
+  if ! mv "$code/.clean-$base" "$stage/$sha" 2>/dev/null; then
+    cp -al "$code/$base" "$stage/$sha" && in_tree clean -ffdxq || return 1
+  fi
+  in_tree read-tree --reset -u "$sha"
+}
+spare() {  # in the background: the next sync's clean copy of this tree, and some tidying up
   exec </dev/null >/dev/null 2>&1
   set +e  # best effort: a failure only costs the next sync the copy
-  cd "$home/code" || exit 0
-  tmp=$(mktemp -d .spare-tmp.XXXXXX)
-  cp -al "$sha" "$tmp/.spare-$sha" && mv "$tmp/.spare-$sha" .
-  rm -rf "$tmp"
-  ls -dt .spare-[0-9a-f]* | tail -n +$((KEEP_SPARES + 1)) | xargs rm -rf  # hex names only
+  rm -rf "$stage"
+  cd "$code" || exit 0
+  stage=$(mktemp -d "$code/.spare-tmp.XXXXXX") || exit 0  # absolute: in_tree runs git -C
+  cp -p ".index-$sha" "$stage/index" && cp -al "$sha" "$stage/$sha" &&
+    in_tree clean -ffdxq && mv "$stage/$sha" "$stage/.clean-$sha" && mv "$stage/.clean-$sha" .
+  rm -rf "$stage"
+  ls -dt .clean-[0-9a-f]* | tail -n +$((KEEP_SPARES + 1)) | xargs rm -rf  # hex names only
   for index in .index-*; do
     if [ ! -d "${index#.index-}" ]; then rm -f "$index"; fi
   done
-  find . -maxdepth 1 \( -name '.stage.*' -o -name '.spare*' \) -mmin +1440 -exec rm -rf {} +
+  find . -maxdepth 1 \( -name '.stage.*' -o -name '.spare*' -o -name '.clean-*' \) \
+    -mmin +1440 -exec rm -rf {} +
 }
 if [ "$mode" = tar ]; then
   mkdir "$stage/$sha"
-  tar -xzf "$upload" -C "$stage/$sha"
+  payload tar -C "$stage/$sha" -xzf
 else
   if [ ! -d "$m" ]; then  # made aside and renamed in, so concurrent syncs agree on one
     git init -q --bare "$stage/mirror.git"
     mv "$stage/mirror.git" "$home/" 2>/dev/null || [ -d "$m" ]
   fi
-  if [ "$mode" = bundle ]; then  # fails when a prerequisite is missing
-    git --git-dir="$m" fetch -q "$upload" "+refs/ops/commits/$sha:refs/ops/commits/$sha" ||
-      true
+  if [ "$mode" = bundle ]; then  # its objects; fails when a prerequisite is missing
+    payload git --git-dir="$m" bundle unbundle >/dev/null 2>&1 || true
   fi
-  git --git-dir="$m" cat-file -e "$sha^{commit}" 2>/dev/null || stale
-  git --git-dir="$m" update-ref "refs/ops/commits/$sha" "$sha"
+  # refused unless the commit is there now: git writes no ref to a missing object
+  git --git-dir="$m" update-ref "refs/ops/commits/$sha" "$sha" 2>/dev/null || stale
   if from_base; then
     echo "reused $base"
   else
@@ -125,13 +137,14 @@ else
   fi
 fi
 find "$stage/$sha" -type f -perm /222 -exec chmod a-w {} +
-if mv "$stage/$sha" "$home/code/" 2>/dev/null; then
-  if [ -f "$stage/index" ]; then mv "$stage/index" "$home/code/.index-$sha"; fi
+if mv "$stage/$sha" "$code/" 2>/dev/null; then
+  if [ -f "$stage/index" ]; then mv "$stage/index" "$code/.index-$sha"; fi
+  if [ "$mode" != tar ]; then built=1; fi  # the background job removes the stage
 else
-  [ -d "$home/code/$sha" ]
+  [ -d "$code/$sha" ]
 fi
 echo done
-if [ "$mode" != tar ]; then spare & fi
+if [ -n "$built" ]; then spare & fi
 """
 
 

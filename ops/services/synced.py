@@ -1,23 +1,32 @@
-"""Which commits each host holds a code tree of, as this clone last saw (`ops-synced.json`
-in the clone's git dir, beside the refs/ops/ refs that keep those commits; `.ops/synced.json`
-when the project root is not the top of its clone).
+"""What this clone knows of its past syncs, kept in `ops-synced.json` in the clone's git dir
+(beside the refs/ops/ refs that keep those commits; `.ops/synced.json` when the project root
+is not the top of its clone). Only hints: each is checked where it is used.
 
-A sync that succeeded records its commit under the host's name and ops home. A submit of a
-commit recorded here goes straight to `runner submit`, which checks the tree itself (one
-round trip); a submit of any other commit syncs first. The record is only a hint: when it
-is wrong (the pod was rebuilt, someone removed the tree) the runner answers that the code is
-missing, the host's entry is dropped and the sync runs after all.
+* Which commits each host holds a code tree of. A sync that succeeded records its commit under
+  the host's name and ops home. A submit of a recorded commit goes straight to `runner submit`,
+  which checks the tree itself (one round trip); a sync of a child of a recorded commit sends
+  a bundle of that one commit without looking for a base first. When a record is wrong (the
+  pod was rebuilt, a tree removed) the host says so, the host's entry is dropped and the sync
+  runs the long way.
+* Which commits have no `export-ignore`/`export-subst` attribute (so `git archive` of them is
+  a checkout): a child whose .gitattributes did not change inherits that, without a grep.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import tempfile
 from pathlib import Path
+from typing import Any
 
 from runner import contract
 
 RECORD_NAME = "ops-synced.json"
+SCHEMA = "ops.synced/1"
 KEEP_PER_HOST = 64  # commits remembered per host, newest first
+KEEP_PLAIN = 256
 
 
 def host_key(name: str, home: str) -> str:
@@ -39,41 +48,73 @@ def record_path(repo_root: Path) -> Path:
     return repo_root / ".ops" / "synced.json"
 
 
-def _read(repo_root: Path) -> dict[str, list[str]]:
-    doc = contract.read_json_or_none(record_path(repo_root))  # damaged: none (rewritten)
-    if doc is None:
-        return {}
-    return {key: [sha for sha in value if isinstance(sha, str)]
-            for key, value in doc.items() if isinstance(key, str) and isinstance(value, list)}
+def _shas(value: Any) -> list[str]:
+    return [sha for sha in value if isinstance(sha, str)] if isinstance(value, list) else []
 
 
-def _write(repo_root: Path, doc: dict[str, list[str]]) -> None:
-    path = record_path(repo_root)
-    with contextlib.suppress(OSError):  # a hint that cannot be written costs a sync later
-        path.parent.mkdir(parents=True, exist_ok=True)
-        contract.atomic_write_json(path, doc)
+class Record:
+    """The record as read once; ``save`` writes it back if anything changed."""
+
+    def __init__(self, repo_root: Path):
+        self.path = record_path(repo_root)
+        doc = contract.read_json_or_none(self.path) or {}  # damaged: none (it is rewritten)
+        hosts = doc.get("hosts")
+        self.hosts = {key: _shas(value) for key, value in hosts.items()
+                      if isinstance(key, str)} if isinstance(hosts, dict) else {}
+        self.plain = _shas(doc.get("plain"))
+        self.changed = False
+
+    def holds(self, name: str, home: str, commit: str) -> bool:
+        """Whether the last word on this host says it has the tree of ``commit``."""
+        return commit in self.hosts.get(host_key(name, home), [])
+
+    def remember(self, name: str, home: str, commit: str) -> None:
+        known = self.hosts.get(host_key(name, home), [])
+        if known[:1] != [commit]:
+            self.hosts[host_key(name, home)] = \
+                [commit, *(sha for sha in known if sha != commit)][:KEEP_PER_HOST]
+            self.changed = True
+
+    def forget(self, name: str, home: str | None = None) -> None:
+        """Drop a host's entries (one ops home, or all of them)."""
+        kept = {key: value for key, value in self.hosts.items()
+                if not (key == host_key(name, home) if home is not None
+                        else key.startswith(f"{name}|"))}
+        if kept != self.hosts:
+            self.hosts, self.changed = kept, True
+
+    def is_plain(self, commit: str) -> bool:
+        return commit in self.plain
+
+    def remember_plain(self, commit: str) -> None:
+        if commit not in self.plain:
+            self.plain = [commit, *self.plain][:KEEP_PLAIN]
+            self.changed = True
+
+    def save(self) -> None:
+        """Replace the file (no fsync: a hint lost in a crash costs one sync the long way)."""
+        if not self.changed:
+            return
+        doc = {"schema": SCHEMA, "hosts": self.hosts, "plain": self.plain}
+        with contextlib.suppress(OSError):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+            try:
+                with os.fdopen(fd, "w") as fh:
+                    json.dump(doc, fh)
+                os.replace(tmp, self.path)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+        self.changed = False
 
 
 def holds(repo_root: Path, name: str, home: str, commit: str) -> bool:
-    """Whether the last word on this host says it has the tree of ``commit``."""
-    return commit in _read(repo_root).get(host_key(name, home), [])
-
-
-def remember(repo_root: Path, name: str, home: str, commit: str) -> None:
-    doc = _read(repo_root)
-    key = host_key(name, home)
-    known = doc.get(key, [])
-    if known[:1] == [commit]:
-        return  # already the newest: no write
-    doc[key] = [commit, *(sha for sha in known if sha != commit)][:KEEP_PER_HOST]
-    _write(repo_root, doc)
+    return Record(repo_root).holds(name, home, commit)
 
 
 def forget(repo_root: Path, name: str, home: str | None = None) -> None:
-    """Drop what was recorded for a host (one ops home, or all of them)."""
-    doc = _read(repo_root)
-    kept = {key: value for key, value in doc.items()
-            if not (key == host_key(name, home or "") if home is not None
-                    else key.startswith(f"{name}|"))}
-    if kept != doc:
-        _write(repo_root, kept)
+    record = Record(repo_root)
+    record.forget(name, home)
+    record.save()
