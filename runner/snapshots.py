@@ -1,17 +1,21 @@
 """What the run ran on: the environment snapshot and the dataset manifest.
 
 Both are taken at start, in a thread beside the running workload: neither may delay it, and
-torch is probed in a child interpreter so that the wrapper never carries torch's memory.
+torch is probed in a child interpreter so that the wrapper never carries torch's memory, and
+only for a CUDA or ROCm build: a CPU build's answer is read from torch/version.py (importing torch
+costs seconds of CPU, half a minute on a loaded machine, which every short run would wait for).
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.metadata
 import importlib.util
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -51,9 +55,39 @@ def packages() -> dict[str, Any]:
     return {"list": names, "sha256": digest}
 
 
-def torch_info(python: str = sys.executable) -> dict[str, Any] | None:
-    if importlib.util.find_spec("torch") is None:
+_BUILD_LINE = re.compile(r"^(__version__|cuda|hip)\s*(?::[^=]*)?=\s*(.+)$")
+
+
+def cpu_torch_info(version_file: Path) -> dict[str, Any] | None:
+    """What the probe would say of a CPU build of torch, from its version.py (literals its
+    build writes); None for a CUDA or ROCm build, or a file that does not read as expected."""
+    try:
+        text = version_file.read_text()[:8192]
+    except (OSError, UnicodeDecodeError):
         return None
+    values: dict[str, Any] = {}
+    for line in text.splitlines():
+        match = _BUILD_LINE.match(line.strip())
+        if match:
+            try:
+                values[match[1]] = ast.literal_eval(match[2].strip())
+            except (ValueError, SyntaxError):
+                return None
+    if not isinstance(values.get("__version__"), str) or "cuda" not in values:
+        return None
+    if values["cuda"] is not None or values.get("hip") is not None:
+        return None
+    return {"version": values["__version__"], "cuda": None, "cudnn": None,
+            "cuda_available": False}
+
+
+def torch_info(python: str = sys.executable) -> dict[str, Any] | None:
+    spec = importlib.util.find_spec("torch")
+    if spec is None:
+        return None
+    for location in spec.submodule_search_locations or []:
+        if python == sys.executable and (found := cpu_torch_info(Path(location) / "version.py")):
+            return found
     try:
         out = subprocess.run([python, "-c", _TORCH_PROBE], capture_output=True, text=True,
                              timeout=120, check=True, env={"PATH": os.environ.get("PATH", "")})
