@@ -74,6 +74,14 @@ def test_the_config_loader_imports_no_pydantic() -> None:
     assert not {"pydantic", "ops.config.models"} & _modules_after("import ops.config.loader")
 
 
+def test_opening_a_host_imports_no_pydantic() -> None:
+    """What every remote command imports before it talks to the host (bench_remote's CLI
+    overhead line): the models come only with a config that is not in the cache."""
+    code = ("from ops.cli.main import cli\ncli.get_command(None, 'run')\n"
+            "import ops.services.target, ops.services.spec, ops.hosts.ssh\n")
+    assert not {"pydantic", "ops.config.models", "paramiko"} & _modules_after(code)
+
+
 def test_a_cached_config_builds_no_validator(tmp_path: Path) -> None:
     """The second process finds the first one's validated config: it unpickles the models
     and lists them (`ops config show`) without building their core schema (the 0.1-0.2 s

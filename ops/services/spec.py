@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ops.config.loader import LoadedConfig, ResolvedPreset
-from ops.config.models import CommandPreset, EvalPreset, MonaiSegPreset, ServicePreset
 from ops.errors import UsageError
 from runner import contract
+
+if TYPE_CHECKING:  # the models are imported where a spec is built, not with this module
+    from ops.config.models import CommandPreset
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ def _dataset_block(preset: CommandPreset, replaced: str | None) -> dict[str, Any
 
 
 def _with_wandb(preset: CommandPreset, mode: str, project: str) -> CommandPreset:
+    from ops.config.models import MonaiSegPreset
+
     """The built-in trainer logs to W&B as project.json says, unless the preset says else."""
     if not isinstance(preset, MonaiSegPreset) or mode == "disabled" or "wandb" in preset.overrides:
         return preset
@@ -72,6 +76,8 @@ def _with_wandb(preset: CommandPreset, mode: str, project: str) -> CommandPreset
 def build_spec(loaded: LoadedConfig, resolved: ResolvedPreset, run_id: str, *, paths: HostPaths,
                code: Mapping[str, Any], secret_names: list[str],
                parent_run_id: str | None = None) -> dict[str, Any]:
+    from ops.config.models import EvalPreset, ServicePreset
+
     cfg = loaded.config
     if isinstance(resolved.preset, EvalPreset) and not parent_run_id:
         raise UsageError(f"preset {resolved.name!r} is an eval: it needs the run to evaluate",

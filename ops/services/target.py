@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ops.config.loader import LoadedConfig
-from ops.config.models import HostConfig
 from ops.errors import UsageError
 from ops.hosts.base import Host
 from ops.hosts.local import LocalHost
@@ -66,7 +65,9 @@ def resolve(loaded: LoadedConfig, host: str | None) -> Resolved:
             raise UsageError(f"pod {name!r} is {pod.state} and has no SSH address",
                              hint="`ops pod status` says more; `ops pod up` makes a new one")
         return Resolved(name, "pod", pod.python, pod.ops_home, pod.outputs_dir, 30.0, pod)
-    return Resolved(name, "ssh", HostConfig(address=name).python)
+    from ops.config.models import HostConfig
+
+    return Resolved(name, "ssh", HostConfig.model_fields["python"].default)
 
 
 def open_target(loaded: LoadedConfig, host: str | None = None, *,
