@@ -9,7 +9,8 @@ child by accident.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 # variables a workload inherits from the host; everything else is dropped
 INHERITED_ENV = (
@@ -36,3 +37,17 @@ def scrubbed_env(source: Mapping[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in source.items() if k in INHERITED_ENV or k.startswith("LC_")}
     env.setdefault("PATH", DEFAULT_PATH)
     return env
+
+
+@contextmanager
+def scrubbed_environ() -> Iterator[None]:
+    """os.environ as a process started with scrubbed_env() would see it, for the duration
+    (libtmux and the in-process runner answers read os.environ itself)."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(scrubbed_env(saved))
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

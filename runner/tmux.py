@@ -7,16 +7,13 @@ holds nothing the submitter had in theirs; a session only runs the wrapper, stdi
 from __future__ import annotations
 
 import hashlib
-import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from runner import contract
-from runner.envpolicy import scrubbed_env
+from runner.envpolicy import scrubbed_environ
 
 
 def _encode(run_id: str) -> str:
@@ -46,18 +43,6 @@ def sweep_session_name(sweep_id: str) -> str:
     return "ops-sweep_" + _encode(sweep_id)
 
 
-@contextmanager
-def _scrubbed_environ() -> Iterator[None]:
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(scrubbed_env(saved))
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
 def _server(socket: str):  # type: ignore[no-untyped-def]  # libtmux ships no stable types
     import libtmux
 
@@ -68,7 +53,7 @@ def launch_command(argv: list[str], socket: str, session: str, log: Path) -> Non
     """Start ``argv`` in a new detached session: stdin /dev/null, stderr appended to ``log``."""
     package_parent = Path(__file__).resolve().parent.parent
     command = f"{shlex.join(argv)} </dev/null 2>>{shlex.quote(str(log))}"
-    with _scrubbed_environ():
+    with scrubbed_environ():
         server = _server(socket)
         server.new_session(session_name=session, attach=False, window_command=command,
                            start_directory=str(package_parent), x=200, y=50)

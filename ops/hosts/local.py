@@ -22,7 +22,7 @@ from typing import BinaryIO
 from ops.errors import HostError
 from ops.hosts.base import ExecResult, HostCommandError
 from ops.hosts.local_files import write_local_file
-from runner.envpolicy import scrubbed_env
+from runner.envpolicy import scrubbed_env, scrubbed_environ
 
 
 def run_local(argv: Sequence[str], *, cwd: Path | None = None, input_text: str | None = None,
@@ -62,7 +62,7 @@ class LocalHost:
         if not args or args[0] not in QUESTION_VERBS:
             return None
         argv = (*self.runner_argv(), *args)
-        with _scrubbed_environ():
+        with scrubbed_environ():
             try:
                 code, out = answer([os.fspath(arg) for arg in args])  # as an argv would
             except Exception:  # noqa: BLE001 - what a runner process would print and exit 1 on
@@ -94,16 +94,3 @@ class LocalHost:
 
     def expand(self, path: str) -> str:
         return os.path.expanduser(path)
-
-
-@contextmanager
-def _scrubbed_environ() -> Iterator[None]:
-    """os.environ as a runner process started by run_local would see it, for the duration."""
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(scrubbed_env(saved))
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
