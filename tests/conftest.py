@@ -28,6 +28,18 @@ WORKLOADS = REPO / "tests" / "workloads"
 
 
 @pytest.fixture(scope="session", autouse=True)
+def interruptible_children() -> None:
+    """Ctrl-C reaches the processes the tests start. A shell starts a background job (`make
+    test &`, nohup) with SIGINT ignored, children inherit an ignored signal across exec, and an
+    interpreter that starts with SIGINT ignored never raises KeyboardInterrupt: every test that
+    Ctrl-Cs an `ops` process would hang. A handler of our own is reset to the default on exec."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+@pytest.fixture(scope="session", autouse=True)
 def compiled_sources() -> None:
     """Byte-compile ops and runner once per worker: the suite starts `python -m ops` and
     `python -m runner` hundreds of times, and where PYTHONDONTWRITEBYTECODE is set (as on this
