@@ -288,13 +288,14 @@ def _member(rel: str, info: os.stat_result) -> tarfile.TarInfo:
 
 def pack_to_stdout(run_dir: Path, paths: list[str]) -> None:
     """The `pack` verb (a tar of the files named on stdin)."""
-    _widen_pipe(sys.stdout.fileno())
+    widen_pipe(sys.stdout.fileno())
     write_tar(run_dir, paths, sys.stdout.buffer)
 
 
-def _widen_pipe(fd: int) -> None:
-    """A 1 MiB pipe instead of 64 KiB: 16 times fewer hand-overs to the reader (sshd), each of
-    which waits for a CPU on a loaded host."""
+def widen_pipe(fd: int) -> None:
+    """A 1 MiB pipe instead of 64 KiB: 16 times fewer hand-overs between writer and reader
+    (sshd here, the ssh client and ops on the laptop), each of which waits for a CPU on a
+    loaded machine. Not a pipe, or a limit below 1 MiB: left as it is."""
     with contextlib.suppress(OSError):  # a limit below 1 MiB: the default size works too
         if stat.S_ISFIFO(os.fstat(fd).st_mode):
             fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_SIZE)
@@ -362,7 +363,7 @@ def main(argv: list[str]) -> int:
         request = json.loads(sys.stdin.buffer.read(MAX_FRAME))
     except (ValueError, RecursionError):
         return _fail(out, "usage", "fetch: stdin is not a JSON request")
-    _widen_pipe(out.fileno())
+    widen_pipe(out.fileno())
     return answer(Path(argv[0]), request, out)
 
 

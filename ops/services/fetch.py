@@ -27,10 +27,10 @@ from typing import Any, BinaryIO
 
 from ops.errors import HostError, NotFoundError, OpsError
 from ops.hosts.base import RUNNER_ERRORS, HostCommandError, runner_missing
-from ops.services.fetch_stream import StreamEndedError, TarReader, pipe_fd, widen_pipe
+from ops.services.fetch_stream import StreamEndedError, TarReader, pipe_fd
 from ops.services.runs import Target
 from runner import contract
-from runner.pack import FRAME_MAGIC, MAX_FRAME
+from runner.pack import FRAME_MAGIC, MAX_FRAME, widen_pipe
 from runner.pack import wanted as missing_files
 
 PARTIAL = ".ops/partial"

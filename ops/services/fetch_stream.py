@@ -11,8 +11,6 @@ files placed only when whole.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import stat
 import tarfile
@@ -28,8 +26,6 @@ _SPLICE_MIN = 256 << 10  # what is left of a file beyond this goes pipe -> file 
 _MAX_PAX = 1 << 20  # an extended header larger than this is not one `pack` writes
 _MAX_TRAILER = 1 << 20  # what may follow the end-of-archive marker (record padding)
 _MAX_FRAME_LINE = 64
-_PIPE_SIZE = 1 << 20
-_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux; Python 3.10+ names it
 
 
 def pipe_fd(stream: object) -> int | None:
@@ -44,13 +40,6 @@ def pipe_fd(stream: object) -> int | None:
     except (OSError, ValueError):
         return None
     return fd if isinstance(fd, int) else None
-
-
-def widen_pipe(fd: int) -> None:
-    """1 MiB in the pipe instead of 64 KiB: 16 times fewer hand-overs between the writer (the
-    ssh client) and us, each of which waits for a CPU on a loaded machine."""
-    with contextlib.suppress(OSError):  # a limit below 1 MiB: the default size works too
-        fcntl.fcntl(fd, _F_SETPIPE_SZ, _PIPE_SIZE)
 
 
 class StreamEndedError(HostError):
