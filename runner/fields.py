@@ -7,6 +7,7 @@ clipped, a number must be finite and a pid must be one the kernel could hand out
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -111,9 +112,14 @@ def describe(value: Any) -> str:
     return "an object" if isinstance(value, dict) else f"a {type(value).__name__}"
 
 
+@functools.cache  # the rules' few dotted names, split once per process
+def _parts(dotted: str) -> tuple[str, ...]:
+    return tuple(dotted.split("."))
+
+
 def _lookup(doc: Mapping[str, Any], dotted: str) -> tuple[Any, bool]:
     value: Any = doc
-    for part in dotted.split("."):
+    for part in _parts(dotted):
         if not isinstance(value, dict) or part not in value:
             return None, False
         value = value[part]

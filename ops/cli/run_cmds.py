@@ -190,22 +190,34 @@ def status_cmd(ctx: click.Context, run_id: str | None, fetched: bool, as_json: b
 
     Without RUN_ID: the live runs and a count of the ended ones. With it: status, times,
     heartbeat, failure with its traceback, final and best metrics, the log's last lines."""
-    from ops.cli import render, render_run
-    from ops.report import detail
-    from ops.services import fetch, resolve, runs
+    # imported where used: a listing needs neither the detail readers nor the renderers
+    from ops.services import resolve
 
     loaded = load(ctx)
     if fetched:
+        from ops.services import fetch
+
         root = loaded.repo_root / loaded.config.storage.artifacts_dir
         found = [fetch.fetched_status(root, resolve.resolve_local(
             [root], _need(run_id, "--fetched needs a RUN_ID")))]
     else:
         target = target_for(ctx, loaded, host, accept_new)
-        found = [detail.status_detail(target, resolve.resolve(target, run_id))] if run_id \
-            else resolve.newest_first(runs.list_runs(target))
+        if run_id:
+            from ops.report import detail
+
+            found = [detail.status_detail(target, resolve.resolve(target, run_id))]
+        else:
+            from ops.services import runs
+
+            found = resolve.newest_first(runs.list_runs(target))
     if as_json:
+        from ops.cli import render
+
         render.echo_json({"schema": "ops.run_status/1", "runs": found})
-    elif run_id:
+        return
+    from ops.cli import render_run
+
+    if run_id:
         render_run.show_detail(found[0])
     else:
         render_run.show_live(found, resolve.where(target))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,24 +33,56 @@ MAX_DEPTH = 64  # a real config nests about 6 deep
 _MISSING = object()
 
 
+class _Models:
+    """The validated ProjectConfig: at hand, or unpickled from a cache entry on first use (a
+    command that never asks for it never imports pydantic)."""
+
+    def __init__(self, config: ProjectConfig | None, pickled: bytes | None = None,
+                 validate: Callable[[], ProjectConfig] | None = None) -> None:
+        self._config, self._pickled, self._validate = config, pickled, validate
+
+    def get(self) -> ProjectConfig:
+        if self._config is None:
+            config = cache.unpickle_models(self._pickled) if self._pickled is not None else None
+            if config is None and self._validate is not None:  # a stale entry: validate again
+                config = self._validate()
+            if config is None:
+                raise RuntimeError("no config models to give")
+            self._config, self._pickled, self._validate = config, None, None
+        return self._config
+
+
 @dataclass(frozen=True)
 class LoadedConfig:
-    config: ProjectConfig
+    models: _Models = field(repr=False, compare=False)
     path: Path
     local_path: Path | None
     repo_root: Path
     merged: dict[str, Any]
+    dumped: dict[str, Any] = field(repr=False, compare=False)
+    """The effective config as JSON (by alias), every default filled in."""
     project_data: dict[str, Any] = field(default_factory=dict)
     local_data: dict[str, Any] | None = None
-    dumped: dict[str, Any] | None = field(default=None, repr=False, compare=False)
-    """config as JSON (by alias), when known: a cached config comes with it."""
+
+    @property
+    def config(self) -> ProjectConfig:
+        """The validated models (pydantic is imported on first use)."""
+        return self.models.get()
+
+    def setting(self, *parts: str) -> Any:
+        """One value of the effective config as JSON, read from ``dumped`` without the models:
+        what finding a host needs (``ops.services.target``), so that a command that only asks
+        a host something never imports pydantic. A KeyError names a path that is not there."""
+        value: Any = self.dumped
+        for part in parts:
+            value = value[part]
+        return value
 
     def provenance(self) -> list[tuple[str, object, str]]:
         """Every leaf of the effective config: (dotted path, value, source file or default)."""
-        dumped = self.dumped if self.dumped is not None else dump_config(self.config)
         return [
             (".".join(parts), value, source_of(parts, self.project_data, self.local_data))
-            for parts, value in iter_leaves(dumped)
+            for parts, value in iter_leaves(self.dumped)
         ]
 
 
@@ -115,10 +147,16 @@ def load_config(explicit: Path | None = None, cwd: Path | None = None) -> Loaded
     local_data = None if local_bytes is None else parse_json_object(local_path, local_bytes)
     merged = deep_merge(project_data, local_data or {})
     key = cache.key_of(project_bytes, local_bytes)
-    config, dumped = cache.load(key) or _validate(path, merged, local_data, key)
+    hit = cache.load(key)
+    if hit is not None:
+        dumped, pickled = hit
+        models = _Models(None, pickled, lambda: _validate(path, merged, local_data, key)[0])
+    else:
+        config, dumped = _validate(path, merged, local_data, key)
+        models = _Models(config)
     return LoadedConfig(
+        models=models,
         dumped=dumped,
-        config=config,
         path=path,
         local_path=local_path if local_data is not None else None,
         repo_root=repo_root_of(path),

@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from ops.config.settings import DEFAULT_PYTHON, remote_outputs_default
 from runner.contract import DEFAULT_REQUIRED
 from runner.logpump import compile_metric_pattern
 
@@ -113,7 +114,7 @@ class ProjectSection(_Closed):
 
     def outputs_dir(self) -> str:
         """Root of the run directories on a remote host."""
-        return self.remote_outputs_dir or f"/mnt/runs/{self.name}"
+        return remote_outputs_default(self.name, self.remote_outputs_dir)
 
 
 class WandbSection(_Closed):
@@ -213,7 +214,7 @@ class HostConfig(_Closed):
     """Outputs root on this host; default project.remote_outputs_dir, else /mnt/runs/<name>."""
     ops_home: str | None = None
     """ops home on this host; default project.ops_home."""
-    python: str = "python3"
+    python: str = DEFAULT_PYTHON
     """Interpreter that runs the runner there; ops makes <ops_home>/venv from it (seeing the
     system packages, so the pod's torch is reused) when psutil or libtmux are missing."""
     connect_retry_sec: float = _bounded(60.0, ge=0, le=MAX_WAIT_SEC)

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ops.config.loader import LoadedConfig, source_of
+from ops.config.settings import remote_outputs_default
 from ops.errors import ConfigError
 from runner import contract
 
@@ -45,9 +46,8 @@ class OutputsRoot:
 
 def local_outputs_root(loaded: LoadedConfig) -> Path:
     """``<repo>/<local_outputs_dir>/<name>``, absolute; nothing is created."""
-    project = loaded.config.project
-    base = Path(os.path.expanduser(project.local_outputs_dir))
-    return Path(os.path.abspath(loaded.repo_root / base / project.name))
+    base = Path(os.path.expanduser(loaded.setting("project", "local_outputs_dir")))
+    return Path(os.path.abspath(loaded.repo_root / base / loaded.setting("project", "name")))
 
 
 def ensure_local_outputs_root(loaded: LoadedConfig) -> Path:
@@ -83,7 +83,8 @@ def _ignore_in_git(root: Path, repo: Path) -> None:
 
 def remote_default(loaded: LoadedConfig) -> str:
     """The outputs root of a remote host that sets none of its own."""
-    return loaded.config.project.outputs_dir()
+    return remote_outputs_default(loaded.setting("project", "name"),
+                                  loaded.setting("project", "remote_outputs_dir"))
 
 
 def outputs_roots(loaded: LoadedConfig, pods: Sequence[tuple[str, str | None]] = ()
@@ -126,7 +127,7 @@ def earlier_local_runs(loaded: LoadedConfig) -> tuple[Path, int, bool] | None:
     try:
         if not old.is_absolute() or old.resolve() == local_outputs_root(loaded).resolve():
             return None
-        count, more = _count_runs(old, loaded.config.project.name)
+        count, more = _count_runs(old, loaded.setting("project", "name"))
     except OSError:
         return None
     return (old, count, more) if count else None

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from ops.errors import NotFoundError, UsageError
-from ops.report.sources import Selection, parse_since, select
 from ops.services import runs as runs_service
 from ops.services.runs import Target
 from runner import contract
@@ -58,6 +57,9 @@ class TableFilter:
 
     def apply(self, found: Sequence[dict[str, Any]],
               now: Callable[[], dt.datetime] = contract.utc_now) -> list[dict[str, Any]]:
+        # the report's selection rules; imported here, as status needs no report reader
+        from ops.report.sources import Selection, parse_since, select
+
         chosen = Selection(presets=self.presets, statuses=self.statuses,
                            since=parse_since(self.since))
         kept = select(newest_first(found), chosen, now)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ops.config.loader import LoadedConfig
+from ops.config.settings import DEFAULT_PYTHON
 from ops.errors import UsageError
 from ops.hosts.base import Host
 from ops.hosts.local import LocalHost
@@ -45,8 +46,15 @@ class Resolved:
     pod: PodRecord | None = None
 
 
+@dataclass(frozen=True)
+class _Address:
+    """A project.json host as ssh_config.resolve_target reads it (HasAddress)."""
+
+    address: str
+
+
 def host_name(loaded: LoadedConfig, host: str | None) -> str:
-    return host or loaded.config.project.default_host or "local"
+    return host or loaded.setting("project", "default_host") or "local"
 
 
 def resolve(loaded: LoadedConfig, host: str | None) -> Resolved:
@@ -55,30 +63,28 @@ def resolve(loaded: LoadedConfig, host: str | None) -> Resolved:
     name = host_name(loaded, host)
     if name in LOCAL_NAMES:
         return Resolved(name, "local")
-    config = loaded.config.hosts.get(name)
-    if config is not None:
-        return Resolved(name, "host", config.python, config.ops_home, config.outputs_dir,
-                        config.connect_retry_sec)
+    config = loaded.setting("hosts").get(name)
+    if config is not None:  # read from the config's dump: finding a host builds no models
+        return Resolved(name, "host", config["python"], config["ops_home"],
+                        config["outputs_dir"], config["connect_retry_sec"])
     pod = PodStore(loaded.repo_root).find(name)
     if pod is not None:
         if pod.address is None or pod.state in ("failed", "gone"):
             raise UsageError(f"pod {name!r} is {pod.state} and has no SSH address",
                              hint="`ops pod status` says more; `ops pod up` makes a new one")
         return Resolved(name, "pod", pod.python, pod.ops_home, pod.outputs_dir, 30.0, pod)
-    from ops.config.models import HostConfig
-
-    return Resolved(name, "ssh", HostConfig.model_fields["python"].default)
+    return Resolved(name, "ssh", DEFAULT_PYTHON)
 
 
 def open_target(loaded: LoadedConfig, host: str | None = None, *,
                 accept_new: bool = False, need_runner: bool = True) -> Target:
     where = resolve(loaded, host)
     if where.kind == "local":
-        home = os.path.expanduser(loaded.config.project.ops_home)
+        home = os.path.expanduser(loaded.setting("project", "ops_home"))
         return Target(LocalHost(), HostPaths(str(ensure_local_outputs_root(loaded)), home))
     ssh = _open_ssh(loaded, where, accept_new)
     try:
-        ops_home = ssh.expand(where.ops_home or loaded.config.project.ops_home)
+        ops_home = ssh.expand(where.ops_home or loaded.setting("project", "ops_home"))
         outputs = ssh.expand(where.outputs_dir or remote_default(loaded))
         if need_runner:
             ready_runner(loaded, ssh, where.name, ops_home, where.python)
@@ -103,7 +109,8 @@ def _open_ssh(loaded: LoadedConfig, where: Resolved, accept_new: bool) -> SSHHos
 
         return open_pod_host(PodStore(loaded.repo_root).known_hosts(where.name), where.pod,
                              accept_new=False, retry_for=where.retry_for)
-    return open_host(where.name, repo_root=loaded.repo_root, hosts=loaded.config.hosts,
+    hosts = {name: _Address(host["address"]) for name, host in loaded.setting("hosts").items()}
+    return open_host(where.name, repo_root=loaded.repo_root, hosts=hosts,
                      accept_new=accept_new, python=where.python, retry_for=where.retry_for)
 
 
