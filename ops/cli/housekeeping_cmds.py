@@ -20,7 +20,7 @@ SCOPES = ("all", "host", "fetched")  # ops.services.housekeeping.SCOPES (a test 
 
 
 def _artifacts(loaded: LoadedConfig) -> Path:
-    return loaded.repo_root / loaded.config.storage.artifacts_dir
+    return loaded.artifacts_root
 
 
 def _confirm(outcomes: list[hk.Outcome], yes: bool, as_json: bool) -> bool:

@@ -54,7 +54,7 @@ def report_command(ctx: click.Context, runs: tuple[str, ...], host: str | None,
     options = build.ReportOptions(selection, group_by, reference, metrics, sort, top, fmt)
     opener = (lambda: target_for(ctx, loaded, host, accept_new)) if host else None
     report = build.make_report(
-        options, artifacts=loaded.repo_root / loaded.config.storage.artifacts_dir,
+        options, artifacts=loaded.artifacts_root,
         open_host=opener, cache_dir=None if no_cache else loaded.repo_root / ".ops")
     text = build.render(report)
     if output is None:

@@ -54,7 +54,7 @@ def _presets(ctx: click.Context) -> list[str]:
 
 def _hosts(ctx: click.Context) -> list[str]:
     loaded = _loaded(ctx)
-    names = {"local", *loaded.config.hosts}
+    names = {"local", *loaded.setting("hosts")}
     pods = loaded.repo_root / ".ops" / "pods.json"
     if pods.is_file():
         import json

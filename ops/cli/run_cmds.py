@@ -197,7 +197,7 @@ def status_cmd(ctx: click.Context, run_id: str | None, fetched: bool, as_json: b
     if fetched:
         from ops.services import fetch
 
-        root = loaded.repo_root / loaded.config.storage.artifacts_dir
+        root = loaded.artifacts_root
         found = [fetch.fetched_status(root, resolve.resolve_local(
             [root], _need(run_id, "--fetched needs a RUN_ID")))]
     else:
@@ -248,7 +248,7 @@ def diff_cmd(ctx: click.Context, run_a: str, run_b: str, sections: tuple[str, ..
     from ops.services import resolve
 
     loaded = load(ctx)
-    artifacts = loaded.repo_root / loaded.config.storage.artifacts_dir
+    artifacts = loaded.artifacts_root
     opened: list[runs.Target] = []
 
     def open_host() -> runs.Target:
@@ -327,7 +327,7 @@ def fetch_cmd(ctx: click.Context, run_id: str, dest: Path | None, with_checkpoin
     from ops.services import fetch, resolve
 
     loaded = load(ctx)
-    root = dest or loaded.repo_root / loaded.config.storage.artifacts_dir
+    root = dest or loaded.artifacts_root
     target = target_for(ctx, loaded, host, accept_new)
     with render.ProgressBar(enabled=not as_json) as bar:
         result = fetch.fetch(target, resolve.resolve(target, run_id), root,

@@ -39,4 +39,4 @@ def _roots(ctx: click.Context) -> list[Path]:
     """Where a run id is looked for: the local host's outputs root, then fetched copies."""
     loaded = load(ctx)
     local = Path(open_target(loaded, "local", need_runner=False).paths.outputs_root)
-    return [local, loaded.repo_root / loaded.config.storage.artifacts_dir]
+    return [local, loaded.artifacts_root]

@@ -69,6 +69,11 @@ class LoadedConfig:
         """The validated models (pydantic is imported on first use)."""
         return self.models.get()
 
+    @property
+    def artifacts_root(self) -> Path:
+        """Where fetched runs are kept: <repo>/<storage.artifacts_dir>."""
+        return self.repo_root / str(self.setting("storage", "artifacts_dir"))
+
     def setting(self, *parts: str) -> Any:
         """One value of the effective config as JSON, read from ``dumped`` without the models:
         what finding a host needs (``ops.services.target``), so that a command that only asks

@@ -265,7 +265,7 @@ def _blocking_runs(loaded: LoadedConfig, host: Any, record: PodRecord) -> list[s
     ready_runner(loaded, host, record.name, ops_home, record.python)  # the uploaded build
     answer = call_runner(host, ["status", outputs])
     runs = [r for r in answer.get("runs") or [] if isinstance(r, dict)]
-    artifacts = loaded.repo_root / loaded.config.storage.artifacts_dir
+    artifacts = loaded.artifacts_root
     blockers = []
     for run in runs:
         run_id, status = str(run.get("run_id")), str(run.get("status"))

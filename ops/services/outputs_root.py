@@ -94,10 +94,10 @@ def outputs_roots(loaded: LoadedConfig, pods: Sequence[tuple[str, str | None]] =
     project = ("project", "local_outputs_dir")
     roots = [OutputsRoot("local", "local", str(local_outputs_root(loaded)),
                          ".".join(project), _source(loaded, project))]
-    for name, host in loaded.config.hosts.items():
-        if host.outputs_dir is not None:
+    for name, host in loaded.setting("hosts").items():
+        if host["outputs_dir"] is not None:
             own = ("hosts", name, "outputs_dir")
-            roots.append(OutputsRoot(name, "host", host.outputs_dir, ".".join(own),
+            roots.append(OutputsRoot(name, "host", host["outputs_dir"], ".".join(own),
                                      _source(loaded, own)))
         else:
             roots.append(_project_default(loaded, name, "host"))
