@@ -482,6 +482,24 @@ class ProjectConfig(_Closed):
         return self
 
 
+def as_json(value: Any) -> Any:
+    """``model.model_dump(mode="json")`` for the models here, without pydantic's serializer.
+
+    Models unpickled from the config cache were never validated in this process, so their
+    first model_dump would build the serializer of the whole model (and import pydantic's
+    plugin machinery): a tenth of a second of every submit. Every field of these models holds
+    JSON-ready values once validated (text, numbers, booleans, None, lists, dicts, models),
+    no field has a serialization alias or is excluded, so this walk gives the same document
+    (tests/test_config.py compares the two for every preset kind)."""
+    if isinstance(value, BaseModel):
+        return {name: as_json(getattr(value, name)) for name in type(value).model_fields}
+    if isinstance(value, dict):
+        return {key: as_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [as_json(item) for item in value]
+    return value
+
+
 @functools.cache  # once per process
 def attach_field_docstrings() -> None:
     """Give every field the docstring written under it as its description (what pydantic's

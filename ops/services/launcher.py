@@ -11,19 +11,19 @@ from __future__ import annotations
 from typing import Any
 
 from ops.config.loader import LoadedConfig
-from ops.config.models import CommandPreset, HostConfig, SlurmResources
+from ops.config.models import CommandPreset, HostConfig, SlurmResources, as_json
 from runner.workload_command import rank_launcher
 
 
 def _options(resources: SlurmResources) -> dict[str, Any]:
-    return {k: v for k, v in resources.model_dump(mode="json").items()
+    return {k: v for k, v in as_json(resources).items()
             if k in SlurmResources.model_fields and v is not None}
 
 
 def slurm_block(host: HostConfig, preset: CommandPreset) -> dict[str, Any]:
     options = {**_options(host.slurm), **_options(preset.resources)}
     distributed = preset.distributed
-    workload = {"distributed": distributed.model_dump(mode="json") if distributed else None}
+    workload = {"distributed": as_json(distributed) if distributed else None}
     # torchrun in one task needs a CPU a rank; srun gives each rank a task of its own
     if distributed is not None and rank_launcher(workload, options) == "torchrun":
         options["cpus_per_task"] = max(int(options.get("cpus_per_task") or 1),
@@ -40,5 +40,5 @@ def apply(spec: dict[str, Any], loaded: LoadedConfig, host_name: str,
         spec["launcher"] = "slurm"
         spec["slurm"] = slurm_block(host, preset)
     if preset.distributed is not None:
-        spec["workload"]["distributed"] = preset.distributed.model_dump(mode="json")
+        spec["workload"]["distributed"] = as_json(preset.distributed)
     return spec

@@ -57,7 +57,9 @@ def _with_data_dir(preset: CommandPreset) -> tuple[CommandPreset, str | None]:
 def _dataset_block(preset: CommandPreset, replaced: str | None) -> dict[str, Any] | None:
     if preset.dataset is None:
         return None
-    block: dict[str, Any] = preset.dataset.model_dump(mode="json")
+    from ops.config.models import as_json
+
+    block: dict[str, Any] = as_json(preset.dataset)
     if replaced is not None:  # say where the dir came from, and what the preset had
         block.update(dir_from=f"overrides.{DATA_DIR_OVERRIDE}", preset_dir=replaced)
     return block
@@ -76,7 +78,7 @@ def _with_wandb(preset: CommandPreset, mode: str, project: str) -> CommandPreset
 def build_spec(loaded: LoadedConfig, resolved: ResolvedPreset, run_id: str, *, paths: HostPaths,
                code: Mapping[str, Any], secret_names: list[str],
                parent_run_id: str | None = None) -> dict[str, Any]:
-    from ops.config.models import EvalPreset, ServicePreset
+    from ops.config.models import EvalPreset, ServicePreset, as_json
 
     cfg = loaded.config
     if isinstance(resolved.preset, EvalPreset) and not parent_run_id:
@@ -103,7 +105,7 @@ def build_spec(loaded: LoadedConfig, resolved: ResolvedPreset, run_id: str, *, p
             "cwd": preset.cwd, "env": dict(preset.env), "out_dir": preset.out_dir,
             "python": preset.python,
         },
-        "config": preset.model_dump(mode="json"),
+        "config": as_json(preset),
         "overrides": dict(resolved.overrides_set),
         "limits": {
             "rss_limit_bytes": int(limits.rss_limit_mb * mib) if limits.rss_limit_mb else None,
@@ -118,7 +120,7 @@ def build_spec(loaded: LoadedConfig, resolved: ResolvedPreset, run_id: str, *, p
                     "summary_from": preset.summary_from, "best": dict(preset.best)},
         "dataset": _dataset_block(preset, replaced_dir),
         "eval": {"checkpoint": preset.checkpoint} if isinstance(preset, EvalPreset) else None,
-        "service": (preset.service.model_dump(mode="json")
+        "service": (as_json(preset.service)
                     if isinstance(preset, ServicePreset) else None),
         "secrets": {
             "env_names": secret_names,
