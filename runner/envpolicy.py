@@ -42,7 +42,7 @@ def scrubbed_env(source: Mapping[str, str] | None = None) -> dict[str, str]:
 @contextmanager
 def scrubbed_environ() -> Iterator[None]:
     """os.environ as a process started with scrubbed_env() would see it, for the duration
-    (libtmux and the in-process runner answers read os.environ itself)."""
+    (the in-process runner answers read os.environ itself)."""
     saved = dict(os.environ)
     os.environ.clear()
     os.environ.update(scrubbed_env(saved))

@@ -117,7 +117,7 @@ PROJECT_NAME = "test-proj"
 def pod_config(project: Project, address: str, tmp_path: Path) -> dict[str, Any]:
     """The test project's config with host `pod` as its default: this machine through the
     loopback sshd at ``address``, its own outputs root and ops home under ``tmp_path``, and this
-    venv's interpreter (it has psutil and libtmux, so no venv is made there)."""
+    venv's interpreter (it has psutil, so no venv is made there)."""
     doc = base_config(project.runs, project.socket)
     doc["hosts"] = {"pod": {"address": address, "outputs_dir": str(tmp_path / "pod-runs"),
                             "ops_home": str(tmp_path / "pod-home"), "python": sys.executable}}

@@ -30,7 +30,7 @@ def _git(repo: Path, *args: str) -> None:
 
 
 def _pod_python(tmp: Path) -> Path:
-    """This venv's interpreter as a pod has it: its packages (psutil, libtmux) but not this
+    """This venv's interpreter as a pod has it: its packages (psutil) but not this
     checkout's runner (the editable install's .pth is skipped with -S), so ops must use the
     runner it uploads, as on a real pod."""
     site = next(p for p in sys.path if p.endswith("site-packages"))

@@ -216,7 +216,7 @@ class HostConfig(_Closed):
     """ops home on this host; default project.ops_home."""
     python: str = DEFAULT_PYTHON
     """Interpreter that runs the runner there; ops makes <ops_home>/venv from it (seeing the
-    system packages, so the pod's torch is reused) when psutil or libtmux are missing."""
+    system packages, so the pod's torch is reused) when psutil is missing."""
     connect_retry_sec: float = _bounded(60.0, ge=0, le=MAX_WAIT_SEC)
     """How long to keep retrying a connection that is refused or times out (a booting pod);
     at most 3600 s."""

@@ -10,7 +10,7 @@ so a build dir that exists is complete. Commands then run
 
 (`env` so that any login shell runs it; no secrets ever appear there). `<python>` is
 `<ops_home>/venv/bin/python` when ops had to make that venv (created with
---system-site-packages, so the pod's torch is reused) because psutil or libtmux were missing,
+--system-site-packages, so the pod's torch is reused) because psutil was missing,
 else the host's python as configured.
 """
 
@@ -32,7 +32,7 @@ from ops.hosts.base import Host, HostCommandError
 from runner.schemas import schema_dir
 
 # module -> pip requirement, as pinned in pyproject.toml
-REQUIREMENTS: dict[str, str] = {"psutil": "psutil>=5.9,<8", "libtmux": "libtmux>=0.62,<0.63"}
+REQUIREMENTS: dict[str, str] = {"psutil": "psutil>=5.9,<8"}
 MIN_PYTHON = (3, 10)
 PIP_TIMEOUT_S = 900.0
 
