@@ -608,3 +608,33 @@ def test_cli_init_then_refuse(tmp_path: Path) -> None:
     assert "already exists; it was left unchanged" in output
     assert "hint: edit it, or pass --force" in output
     assert invoke(["config", "validate"]) == (0, "ok: configs/ops/project.json (1 preset)\n")
+
+
+# --- as_json: what spec.json is built from ---------------------------------------------------
+
+
+def test_as_json_is_model_dump_for_every_section_and_preset_kind() -> None:
+    """spec.json's config blocks come from ``as_json`` (no serializer is built for models
+    from the config cache); it must give exactly pydantic's model_dump(mode="json"), for the
+    repository's own config (every preset kind) plus a SLURM host, a distributed preset with
+    resources, ints given for float fields and a dataset."""
+    import pickle
+
+    from ops.config.models import as_json
+
+    doc = json.loads((REPO / "configs/ops/project.json").read_text())
+    doc["hosts"] = {"cluster": {"address": "me@login:2222", "launcher": "slurm",
+                                "connect_retry_sec": 5,
+                                "slurm": {"partition": "gpu", "extra": ["--qos=high"]}}}
+    doc["presets"]["ddp"] = {**smoke_preset(), "distributed": {"nproc_per_node": 2},
+                             "resources": {"gpus": 2, "time": "01:00:00"},
+                             "limits": {"grace_sec": 5, "rss_limit_mb": 1024},
+                             "dataset": {"name": "x", "dir": "data/x"}, "env": {"A": "1"}}
+    config = ProjectConfig.model_validate(doc)
+    again = pickle.loads(pickle.dumps(config))  # noqa: S301 - models as the cache gives them
+    assert as_json(again) == config.model_dump(mode="json")
+    for name, preset in again.presets.items():
+        assert as_json(preset) == config.presets[name].model_dump(mode="json"), name
+    assert {p.kind for p in config.presets.values()} == {"command", "monai_seg", "eval",
+                                                         "service", "sweep"}
+    assert as_json(again.presets["ddp"])["limits"]["grace_sec"] == 5.0
