@@ -122,6 +122,51 @@ def test_a_killed_master_falls_back_then_is_replaced(ssh_alias: SshAlias,
     assert master_pid(again) != old
 
 
+def test_a_master_dying_as_a_command_reaches_it_costs_no_noise(
+        ssh_alias: SshAlias, connect: Callable[..., SSHHost], tmp_path: Path) -> None:
+    """A master killed a moment before a command takes its socket can still accept it and
+    then close it unread (the kernel holds the socket until the process is gone: under load,
+    milliseconds). ssh then says "master hello exchange failed" and connects on its own; that
+    note is ssh's, not the command's, and must not reach the command's stderr. Played here by
+    a socket in the master's place that accepts and closes every connection."""
+    import socket as socketlib
+
+    host = connect(ssh_alias.name)
+    host.exec(["true"])
+    assert host._mux is not None
+    mux = host._mux
+    mux.stop()
+    deadline = time.monotonic() + 10
+    while mux.alive():
+        assert time.monotonic() < deadline, "the master did not stop"
+        time.sleep(0.05)
+    mux.socket.unlink(missing_ok=True)
+    dying = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+    dying.bind(str(mux.socket))
+    dying.listen(8)
+    stop = threading.Event()
+
+    def accept_and_close() -> None:
+        dying.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = dying.accept()
+            except OSError:
+                continue
+            conn.close()
+
+    closer = threading.Thread(target=accept_and_close, daemon=True)
+    closer.start()
+    try:
+        done = mux.run(["echo", "after"], None, 30)
+    finally:
+        stop.set()
+        closer.join(5)
+        dying.close()
+        mux.socket.unlink(missing_ok=True)
+    assert (done.exit_code, done.stdout, done.stderr) == (0, b"after\n", b"")
+
+
 def test_a_dropped_connection_reconnects(ssh_alias: SshAlias, sshd: Sshd,
                                          connect: Callable[..., SSHHost]) -> None:
     host = connect(ssh_alias.name)
