@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -288,3 +289,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if ssh_fixtures & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.ssh)
 
+
+
+@contextlib.contextmanager
+def hanging_up(listener: socket.socket) -> Iterator[None]:
+    """While inside: every connection to ``listener`` (bound and listening) is accepted and
+    closed at once, unread, as a booting pod's port forwarder or a dying ssh master does."""
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)

@@ -8,7 +8,6 @@ import os
 import shutil
 import socket
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from ops.hosts.local_files import write_local_file
 from ops.hosts.ssh import SSHHost, _retryable, open_host
 from ops.hosts.ssh_config import load_ssh_config, resolve_target
 
-from .sshd_fixture import SshAlias
+from .sshd_fixture import SshAlias, hanging_up
 
 # -- 1. @cert-authority and @revoked in known_hosts ------------------------------------------
 
@@ -165,24 +164,8 @@ def test_retry_is_decided_by_type_and_errno_never_by_message(exc: BaseException,
 @pytest.fixture
 def closing_server() -> Iterator[int]:
     """A TCP port that accepts and hangs up at once, as a booting pod's port forwarder does."""
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                continue
-            conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join()
-    server.close()
+    with socket.create_server(("127.0.0.1", 0)) as server, hanging_up(server):
+        yield server.getsockname()[1]
 
 
 def test_a_real_hang_up_before_the_banner_is_retried(closing_server: int,

@@ -22,7 +22,7 @@ from ops.hosts.base import ConnectionLostError
 from ops.hosts.known_hosts import HostKeyChangedError, HostKeyRevokedError, UnknownHostKeyError
 from ops.hosts.ssh import SSHHost, open_host
 
-from .sshd_fixture import SshAlias, Sshd, write_alias
+from .sshd_fixture import SshAlias, Sshd, hanging_up, write_alias
 
 pytestmark = pytest.mark.skipif(shutil.which("ssh") is None, reason="no OpenSSH client")
 
@@ -141,28 +141,13 @@ def test_a_master_dying_as_a_command_reaches_it_costs_no_noise(
         assert time.monotonic() < deadline, "the master did not stop"
         time.sleep(0.05)
     mux.socket.unlink(missing_ok=True)
-    dying = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
-    dying.bind(str(mux.socket))
-    dying.listen(8)
-    stop = threading.Event()
-
-    def accept_and_close() -> None:
-        dying.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = dying.accept()
-            except OSError:
-                continue
-            conn.close()
-
-    closer = threading.Thread(target=accept_and_close, daemon=True)
-    closer.start()
     try:
-        done = mux.run(["echo", "after"], None, 30)
+        with socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM) as dying:
+            dying.bind(str(mux.socket))
+            dying.listen(8)
+            with hanging_up(dying):
+                done = mux.run(["echo", "after"], None, 30)
     finally:
-        stop.set()
-        closer.join(5)
-        dying.close()
         mux.socket.unlink(missing_ok=True)
     assert (done.exit_code, done.stdout, done.stderr) == (0, b"after\n", b"")
 
