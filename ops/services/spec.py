@@ -66,9 +66,9 @@ def _dataset_block(preset: CommandPreset, replaced: str | None) -> dict[str, Any
 
 
 def _with_wandb(preset: CommandPreset, mode: str, project: str) -> CommandPreset:
+    """The built-in trainer logs to W&B as project.json says, unless the preset says else."""
     from ops.config.models import MonaiSegPreset
 
-    """The built-in trainer logs to W&B as project.json says, unless the preset says else."""
     if not isinstance(preset, MonaiSegPreset) or mode == "disabled" or "wandb" in preset.overrides:
         return preset
     overrides = {**preset.overrides, "wandb": mode, "wandb_project": project}
