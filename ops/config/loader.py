@@ -9,6 +9,7 @@ being validated again; pydantic and the models are imported only when needed.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import stat
@@ -33,28 +34,11 @@ MAX_DEPTH = 64  # a real config nests about 6 deep
 _MISSING = object()
 
 
-class _Models:
-    """The validated ProjectConfig: at hand, or unpickled from a cache entry on first use (a
-    command that never asks for it never imports pydantic)."""
-
-    def __init__(self, config: ProjectConfig | None, pickled: bytes | None = None,
-                 validate: Callable[[], ProjectConfig] | None = None) -> None:
-        self._config, self._pickled, self._validate = config, pickled, validate
-
-    def get(self) -> ProjectConfig:
-        if self._config is None:
-            config = cache.unpickle_models(self._pickled) if self._pickled is not None else None
-            if config is None and self._validate is not None:  # a stale entry: validate again
-                config = self._validate()
-            if config is None:
-                raise RuntimeError("no config models to give")
-            self._config, self._pickled, self._validate = config, None, None
-        return self._config
-
-
 @dataclass(frozen=True)
 class LoadedConfig:
-    models: _Models = field(repr=False, compare=False)
+    models: Callable[[], ProjectConfig] = field(repr=False, compare=False)
+    """Gives the validated models, made once on first call (a cache hit unpickles them then,
+    so a command that never asks for them never imports pydantic)."""
     path: Path
     local_path: Path | None
     repo_root: Path
@@ -67,7 +51,7 @@ class LoadedConfig:
     @property
     def config(self) -> ProjectConfig:
         """The validated models (pydantic is imported on first use)."""
-        return self.models.get()
+        return self.models()
 
     @property
     def artifacts_root(self) -> Path:
@@ -155,10 +139,12 @@ def load_config(explicit: Path | None = None, cwd: Path | None = None) -> Loaded
     hit = cache.load(key)
     if hit is not None:
         dumped, pickled = hit
-        models = _Models(None, pickled, lambda: _validate(path, merged, local_data, key)[0])
+        # a stale entry (models that no longer unpickle) is validated again and rewritten
+        models = functools.cache(lambda: cache.unpickle_models(pickled)
+                                 or _validate(path, merged, local_data, key)[0])
     else:
         config, dumped = _validate(path, merged, local_data, key)
-        models = _Models(config)
+        models = functools.cache(lambda: config)
     return LoadedConfig(
         models=models,
         dumped=dumped,
