@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import os
@@ -36,8 +37,14 @@ class _JsonUsageParser(argparse.ArgumentParser):
         raise verbs.VerbError("usage", f"{self.prog}: {message}")
 
 
+@functools.cache  # parse_args leaves it as it was; the resident runner builds it once
 def _parser() -> argparse.ArgumentParser:
     parser = _JsonUsageParser(prog="python -m runner", description=__doc__)
+    parser.add_argument("--serve", metavar="SOCKET",
+                        help="after answering, start a resident runner on SOCKET unless one "
+                             "listens there (runner.serve)")
+    parser.add_argument("--serve-idle", type=float, default=300.0, metavar="SECONDS",
+                        help="how long that resident runner waits for a request before it exits")
     sub = parser.add_subparsers(dest="verb", required=True)
     sub.add_parser("version", help="print the runner version")
     p = sub.add_parser("submit", help="create a run dir from stdin {spec, secrets} and launch it")
@@ -69,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cancel", help="stop a run and wait for its summary")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--wait", type=float, default=60.0)
+    p = sub.add_parser("serve", help="answer runner verbs on a Unix socket (runner.serve)")
+    p.add_argument("socket")
+    p.add_argument("--idle", type=float, default=300.0, help="exit after this many idle seconds")
     report_data.add_verb(sub)
     preflight.add_verb(sub)
     housekeeping.add_verb(sub)
@@ -137,7 +147,8 @@ HANDLERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
 
 
 def _long_running(args: argparse.Namespace) -> int | None:
-    """Verbs that are processes rather than questions: the wrapper, the sweep driver, pack."""
+    """Verbs that are processes rather than questions: the wrapper, the sweep driver, pack
+    and the resident runner."""
     if args.verb == "exec":
         from runner.wrapper import exec_run
 
@@ -151,6 +162,13 @@ def _long_running(args: argparse.Namespace) -> int | None:
 
         pack_to_stdout(args.run_dir, [str(p) for p in json.load(sys.stdin)])
         return 0
+    if args.verb == "serve":
+        from runner.serve import ServeError, serve
+
+        try:
+            return serve(args.socket, args.idle)
+        except (ServeError, OSError) as exc:  # another daemon holds it, or an unsafe dir
+            return _error(verbs.VerbError("conflict", str(exc)), sys.stdout)
     return None
 
 
@@ -166,7 +184,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = _long_running(args)
     if code is not None:
         return code
-    return _respond(args, sys.stdout)
+    code = _respond(args, sys.stdout)
+    if args.serve:
+        from runner.serve import start_detached
+
+        start_detached(args.serve, args.serve_idle)
+    return code
 
 
 def answer(argv: Sequence[str]) -> tuple[int, str]:

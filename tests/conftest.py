@@ -7,6 +7,7 @@ kill it afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -58,9 +59,27 @@ def hermetic_home(tmp_path_factory: pytest.TempPathFactory,
     for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME"):
         monkeypatch.setenv(name, str(home / f".{name.lower()}"))
     for name in ("OPS_PROJECT_CONFIG", "SSH_AUTH_SOCK", "WANDB_API_KEY", "TMUX", "XDG_RUNTIME_DIR",
-                 "OPS_SSH_MUX", "OPS_SSH_MUX_IDLE"):
+                 "OPS_SSH_MUX", "OPS_RUNNER_SERVE"):
         monkeypatch.delenv(name, raising=False)
+    # masters and the resident runners they reach go after a minute idle, not five: a test
+    # is done with its pod long before that, and hundreds of them would otherwise pile up
+    monkeypatch.setenv("OPS_SSH_MUX_IDLE", "60")
     return home
+
+
+@pytest.fixture(scope="session", autouse=True)
+def resident_runners_stopped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The resident runners (runner.serve) of this session's pods end with it."""
+    yield
+    import psutil
+
+    base = str(tmp_path_factory.getbasetemp())
+    for proc in psutil.process_iter(["cmdline", "environ"]):
+        runner_dir = (proc.info["environ"] or {}).get("OPS_RUNNER_DIR", "")
+        if (proc.info["cmdline"] or [])[1:4] == ["-m", "runner", "serve"] and \
+                runner_dir.startswith(base):
+            with contextlib.suppress(psutil.Error):
+                proc.terminate()
 
 
 @dataclass

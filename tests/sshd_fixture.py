@@ -50,7 +50,8 @@ AllowTcpForwarding yes
 AcceptEnv *
 MaxSessions 64
 MaxStartups 64
-LogLevel VERBOSE
+# DEBUG1: connections forwarded to a Unix socket are logged too (the resident runner's)
+LogLevel DEBUG1
 Subsystem sftp internal-sftp
 """
 

@@ -69,7 +69,10 @@ def command_name(argv: Sequence[str]) -> str:
     if words[:1] == ["env"]:
         words = [w for w in words[1:] if "=" not in w]
     if len(words) >= 3 and words[1:3] == ["-m", "runner"]:
-        return " ".join(["runner", *words[3:4]])
+        rest = words[3:]
+        while rest[:1] in (["--serve"], ["--serve-idle"]):  # how it was asked, not what
+            rest = rest[2:]
+        return " ".join(["runner", *rest[:1]])
     return words[0] if words else "?"
 
 
@@ -99,8 +102,10 @@ def call_runner(host: Host, args: Sequence[str], *, input_text: str | None = Non
     in_process = getattr(host, "runner_in_process", None)  # LocalHost: questions need no process
     result = in_process(args) if in_process and input_text is None and timeout is None else None
     if result is None:
-        result = host.exec([*host.runner_argv(), *args], input_text=input_text, check=False,
-                           timeout=timeout)
+        ask = getattr(host, "runner_call", None)  # SSHHost: its resident runner, if any
+        result = ask(args, input_text=input_text, timeout=timeout) if ask is not None else \
+            host.exec([*host.runner_argv(), *args], input_text=input_text, check=False,
+                      timeout=timeout)
     try:
         doc = json.loads(result.stdout.strip().splitlines()[-1]) if result.stdout.strip() else None
     except (ValueError, RecursionError):  # not JSON, or nested past what json can parse

@@ -348,8 +348,22 @@ class Mux:
 
     def stop(self) -> None:
         """Ask the master to exit (tests, `ops pod rm`)."""
-        subprocess.run(["ssh", "-O", "exit", *self._options()], capture_output=True,
-                       check=False, timeout=10, env=ssh_env())
+        self._control("exit")
+
+    def forward(self, local: Path, remote: str, *, cancel: bool = False) -> bool:
+        """Have the master listen on ``local`` (in our private dir) and carry each connection
+        to the Unix socket ``remote`` on the host (``cancel``: stop doing so); True when it
+        took the request. OpenSSH neither replaces nor removes the socket file itself."""
+        return self._control("cancel" if cancel else "forward", "-L", f"{local}:{remote}")
+
+    def _control(self, command: str, *args: str) -> bool:
+        """One request to the master itself (`ssh -O`): local, no round trip to the host."""
+        try:
+            done = subprocess.run(["ssh", "-O", command, *args, *self._options()],
+                                  capture_output=True, check=False, timeout=10, env=ssh_env())
+        except (OSError, subprocess.SubprocessError):
+            return False
+        return done.returncode == 0
 
     # -- commands ---------------------------------------------------------------------------
 

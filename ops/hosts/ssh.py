@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     import paramiko
 
     from ops.hosts.known_hosts import KnownHosts
+    from ops.hosts.served import Served
     from ops.hosts.ssh_config import HasAddress, SSHTarget
 else:
     paramiko = importlib.import_module("ops.hosts.mux_lazy").LazyModule("paramiko")
@@ -136,6 +137,7 @@ class SSHHost:
         self._mux = mux
         if mux is None and multiplex and target is not None and known_hosts is not None:
             self._mux = Mux.for_target(target, known_hosts)
+        self._served: Served | None = None  # the resident runner reached through _mux
 
     @property
     def target(self) -> SSHTarget:
@@ -193,6 +195,20 @@ class SSHHost:
             return True
         self._mux = None
         return False
+
+    def runner_call(self, args: Sequence[str], *, input_text: str | None = None,
+                    timeout: float | None = None) -> ExecResult:
+        """One runner verb (unchecked): through the host's resident runner where the shared
+        master reaches one (ops.hosts.served), else over exec."""
+        if self._use_mux():
+            from ops.hosts.served import Served
+
+            assert self._mux is not None  # noqa: S101 - checked by _use_mux
+            if self._served is None or self._served.mux is not self._mux:
+                self._served = Served(self._mux, self.name)
+            return self._served.call(self.runner_argv(), args, input_text, timeout)
+        return self.exec([*self.runner_argv(), *args], input_text=input_text, check=False,
+                         timeout=timeout)
 
     def runner_argv(self) -> list[str]:
         """How to start the runner here; `ensure_runner` points it at the uploaded build."""
