@@ -73,7 +73,7 @@ def submit_cmd(ctx: click.Context, preset_arg: str | None, preset: str | None,
     PRESET (or --preset) runs detached in tmux on the host; a sweep launches one run per
     member."""
     from ops.cli import render
-    from ops.services import preflight, runs, submit
+    from ops.services import runs, submit
 
     preset = _one_preset(preset_arg, preset)
     if (preset is None) == (resume_id is None):
@@ -87,10 +87,9 @@ def submit_cmd(ctx: click.Context, preset_arg: str | None, preset: str | None,
         _dry_run(loaded, target, preset, sets, debug=debug, as_json=as_json)
         return
     # preflight is checked by the launching runner call itself (one round trip)
-    checks = None if skip_preflight else tuple(preflight.preflight_args(loaded, target, preset))
     done = _launch(loaded, target, preset, sets, from_id=from_id, resume_id=resume_id,
-                   run_id=run_id, debug=debug,
-                   code=submit.CodeChoice(ref, allow_dirty, preflight=checks))
+                   run_id=run_id, debug=debug, code=submit.CodeChoice(ref, allow_dirty),
+                   check_preflight=not skip_preflight)
     if as_json:
         render.echo_json(done.to_json())
     else:
@@ -104,20 +103,28 @@ def submit_cmd(ctx: click.Context, preset_arg: str | None, preset: str | None,
 
 def _launch(loaded: LoadedConfig, target: runs.Target, preset: str | None,
             sets: tuple[str, ...], *, from_id: str | None, resume_id: str | None,
-            run_id: str | None, debug: bool, code: submit.CodeChoice) -> submit.Submitted:
+            run_id: str | None, debug: bool, code: submit.CodeChoice,
+            check_preflight: bool) -> submit.Submitted:
     """A new run of PRESET, an eval of FROM_ID's checkpoint, or a resume of RESUME_ID (the
-    two ids may be prefixes, @last or -N)."""
-    from ops.services import evaluation, resolve, submit
+    two ids may be prefixes, @last or -N). A new run finds its preflight arguments with its
+    spec (from the preset's spec template when there is one)."""
+    from dataclasses import replace
 
+    from ops.services import preflight, resolve, submit
+
+    if not from_id and not resume_id:
+        return submit.submit(loaded, target, str(preset), sets, run_id=run_id, debug=debug,
+                             code=code, check_preflight=check_preflight)
+    if check_preflight:
+        code = replace(code, preflight=tuple(preflight.preflight_args(loaded, target, preset)))
     if from_id:
+        from ops.services import evaluation  # it reads the models: an eval has no template
+
         return evaluation.submit_from(loaded, target, str(preset),
                                       resolve.resolve(target, from_id), sets, run_id=run_id,
                                       debug=debug, code=code)
-    if resume_id:
-        return submit.resume(loaded, target, resolve.resolve(target, resume_id), sets,
-                             run_id=run_id, debug=debug, code=code)
-    return submit.submit(loaded, target, str(preset), sets, run_id=run_id, debug=debug,
-                         code=code)
+    return submit.resume(loaded, target, resolve.resolve(target, str(resume_id)), sets,
+                         run_id=run_id, debug=debug, code=code)
 
 
 def _one_preset(positional: str | None, option: str | None) -> str | None:

@@ -51,17 +51,24 @@ def cache_dir() -> Path:
 
 
 def key_of(project_bytes: bytes, local_bytes: bytes | None) -> str:
-    digest = hashlib.sha256(MAGIC)
-    for part in (__version__.encode(), sys.version.encode(), *_sources(), _pydantic_version(),
-                 project_bytes, b"-" if local_bytes is None else b"+" + local_bytes):
+    return digest_of(MAGIC, __version__.encode(), sys.version.encode(),
+                     *source_bytes(VALIDATION_SOURCES), _pydantic_version(), project_bytes,
+                     b"-" if local_bytes is None else b"+" + local_bytes)
+
+
+def digest_of(*parts: bytes) -> str:
+    """sha256 of ``parts``, each prefixed with its length (so no two lists of parts collide)."""
+    digest = hashlib.sha256()
+    for part in parts:
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return digest.hexdigest()
 
 
-def _sources() -> list[bytes]:
+def source_bytes(paths: tuple[Path, ...]) -> list[bytes]:
+    """The bytes of each file (b"?" for one that cannot be read)."""
     parts = []
-    for path in VALIDATION_SOURCES:
+    for path in paths:
         try:
             parts.append(path.read_bytes())
         except OSError:
@@ -83,12 +90,8 @@ def _pydantic_version() -> bytes:
 def load(key: str) -> tuple[dict[str, Any], bytes] | None:
     """The JSON dump of the config stored under ``key`` and its pickled models (for
     ``unpickle_models``), or None (no entry, or one we do not trust). Imports no pydantic."""
-    directory = _private_dir(create=False)
-    data = _read_entry(directory / key) if directory else None
-    if data is None or not data.startswith(MAGIC):
-        return None
-    header, _, payload = data[len(MAGIC):].partition(b"\n")
-    if header != _header(payload):
+    payload = read_entry(key, MAGIC)
+    if payload is None:
         return None
     try:
         entry = pickle.loads(payload)  # noqa: S301 - see the module docstring
@@ -113,15 +116,34 @@ def unpickle_models(pickled: bytes) -> ProjectConfig | None:
 
 
 def store(key: str, config: ProjectConfig, dumped: dict[str, Any]) -> None:
-    """Write the entry atomically (temp file, 0600, rename); a failure only costs speed."""
-    import tempfile  # only a miss writes (tempfile costs 10 ms to import)
-
-    directory = _private_dir(create=True)
-    if directory is None:
-        return
+    """Write the entry (see write_entry); a failure only costs speed."""
     models = pickle.dumps(config, protocol=pickle.HIGHEST_PROTOCOL)
     payload = pickle.dumps((dumped, models), protocol=pickle.HIGHEST_PROTOCOL)
-    data = MAGIC + _header(payload) + b"\n" + payload
+    write_entry(key, MAGIC, payload)
+
+
+def read_entry(name: str, magic: bytes, sub: str | None = None) -> bytes | None:
+    """The payload of entry ``name`` (in the folder ``sub`` of the cache, if given): None
+    unless the folders and the file pass the checks of the module docstring, the file starts
+    with ``magic`` and its checksum matches."""
+    directory = _private_dir(sub, create=False)
+    data = _read_entry(directory / name) if directory else None
+    if data is None or not data.startswith(magic):
+        return None
+    header, _, payload = data[len(magic):].partition(b"\n")
+    return payload if header == _header(payload) else None
+
+
+def write_entry(name: str, magic: bytes, payload: bytes, sub: str | None = None,
+                most: int | None = None) -> None:
+    """Write an entry atomically (temp file, 0600, rename), then keep the newest ``most``
+    entries of its folder (MAX_ENTRIES by default). A failure only costs speed."""
+    import tempfile  # only a miss writes (tempfile costs 10 ms to import)
+
+    directory = _private_dir(sub, create=True)
+    if directory is None:
+        return
+    data = magic + _header(payload) + b"\n" + payload
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")  # mode 0600
     except OSError:
@@ -129,31 +151,36 @@ def store(key: str, config: ProjectConfig, dumped: dict[str, Any]) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)  # no fsync: a torn entry fails its checksum and is rewritten
-        os.replace(tmp, directory / key)
+        os.replace(tmp, directory / name)
     except OSError:
         Path(tmp).unlink(missing_ok=True)
         return
-    _prune(directory, keep=key)
+    _prune(directory, keep=name, most=MAX_ENTRIES if most is None else most)
 
 
 def _header(payload: bytes) -> bytes:
     return f"sha256={hashlib.sha256(payload).hexdigest()}".encode()
 
 
-def _private_dir(*, create: bool) -> Path | None:
-    """The cache directory when it is safe to use: a directory (not a link), ours, 0700."""
+def _private_dir(sub: str | None = None, *, create: bool) -> Path | None:
+    """The cache directory (or its folder ``sub``) when it is safe to use: every level a
+    directory (not a link), ours, closed to group and others (0700 when we make it)."""
     try:
-        directory = cache_dir()
+        levels = [cache_dir()]
+        if sub is not None:
+            levels.append(levels[0] / sub)
         if create:
-            directory.parent.mkdir(parents=True, exist_ok=True)
-            directory.mkdir(mode=0o700, exist_ok=True)  # a link or a file: refused below
-        info = directory.lstat()
+            levels[0].parent.mkdir(parents=True, exist_ok=True)
+        for directory in levels:
+            if create:
+                directory.mkdir(mode=0o700, exist_ok=True)  # a link or a file: refused below
+            info = directory.lstat()
+            if (not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid()
+                    or info.st_mode & 0o077):
+                return None
     except (OSError, RuntimeError):  # RuntimeError: no home directory to be found
         return None
-    if (not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid()
-            or info.st_mode & 0o077):
-        return None
-    return directory
+    return levels[-1]
 
 
 def _read_entry(path: Path) -> bytes | None:
@@ -175,15 +202,15 @@ def _read_entry(path: Path) -> bytes | None:
         os.close(fd)
 
 
-def _prune(directory: Path, keep: str) -> None:
-    """Keep the newest MAX_ENTRIES entries, ``keep`` (the one just written) among them."""
+def _prune(directory: Path, keep: str, most: int) -> None:
+    """Keep the newest ``most`` entries, ``keep`` (the one just written) among them."""
     try:
         entries = [e for e in os.scandir(directory)
                    if e.name != keep and e.is_file(follow_symlinks=False)]
-        if len(entries) < MAX_ENTRIES:
+        if len(entries) < most:
             return
         entries.sort(key=lambda e: e.stat(follow_symlinks=False).st_mtime_ns)
-        for entry in entries[:len(entries) - MAX_ENTRIES + 1]:
+        for entry in entries[:len(entries) - most + 1]:
             os.unlink(entry.path)
     except OSError:
         return

@@ -47,6 +47,9 @@ class LoadedConfig:
     """The effective config as JSON (by alias), every default filled in."""
     project_data: dict[str, Any] = field(default_factory=dict)
     local_data: dict[str, Any] | None = None
+    cache_key: str = field(default="", repr=False, compare=False)
+    """The config cache's key of these bytes (ops.config.cache.key_of): what is kept for this
+    config, such as spec templates (ops.services.spec_template), is filed under it."""
 
     @property
     def config(self) -> ProjectConfig:
@@ -154,6 +157,7 @@ def load_config(explicit: Path | None = None, cwd: Path | None = None) -> Loaded
         merged=merged,
         project_data=project_data,
         local_data=local_data,
+        cache_key=key,
     )
 
 

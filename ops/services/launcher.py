@@ -8,19 +8,25 @@ into `torchrun --standalone --nproc_per_node=N`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ops.config.loader import LoadedConfig
-from ops.config.models import CommandPreset, HostConfig, SlurmResources, as_json
 from runner.workload_command import rank_launcher
+
+if TYPE_CHECKING:  # the models are imported where the blocks are built, not with this module
+    from ops.config.models import CommandPreset, HostConfig, SlurmResources
 
 
 def _options(resources: SlurmResources) -> dict[str, Any]:
+    from ops.config.models import SlurmResources, as_json
+
     return {k: v for k, v in as_json(resources).items()
             if k in SlurmResources.model_fields and v is not None}
 
 
 def slurm_block(host: HostConfig, preset: CommandPreset) -> dict[str, Any]:
+    from ops.config.models import as_json
+
     options = {**_options(host.slurm), **_options(preset.resources)}
     distributed = preset.distributed
     workload = {"distributed": as_json(distributed) if distributed else None}
@@ -35,6 +41,8 @@ def slurm_block(host: HostConfig, preset: CommandPreset) -> dict[str, Any]:
 def apply(spec: dict[str, Any], loaded: LoadedConfig, host_name: str,
           preset: CommandPreset) -> dict[str, Any]:
     """Add the launcher and distributed blocks to ``spec`` (in place) and return it."""
+    from ops.config.models import as_json
+
     host = loaded.config.hosts.get(host_name)
     if host is not None and host.launcher == "slurm":
         spec["launcher"] = "slurm"

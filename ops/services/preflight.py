@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ops.config.loader import LoadedConfig, lookup_preset, resolve_preset
-from ops.config.models import CommandPreset, SweepPreset
 from ops.errors import PreflightError
 from ops.hosts.base import call_runner
 from ops.hosts.local import LocalHost
 from ops.services.runs import Target
+
+if TYPE_CHECKING:  # the models are imported where a preset is read, not with this module
+    from ops.config.models import CommandPreset
 
 # the Python packages each built-in kind imports; a plain command brings its own
 KIND_MODULES: dict[str, tuple[str, ...]] = {
@@ -19,7 +22,19 @@ KIND_MODULES: dict[str, tuple[str, ...]] = {
 }
 
 
+@dataclass(frozen=True)
+class Needs:
+    """What the presets of a submit ask preflight to check, as project.json says it: the
+    Python modules their kinds import and their dataset dirs (one entry a preset, None for
+    none), before these are placed on a host (``needs_args``)."""
+
+    modules: tuple[str, ...] = ()
+    datasets: tuple[str | None, ...] = ()
+
+
 def presets_of(loaded: LoadedConfig, preset: str | None) -> list[CommandPreset]:
+    from ops.config.models import SweepPreset
+
     if preset is None:
         return []
     found = lookup_preset(loaded.config, preset)
@@ -42,19 +57,30 @@ def run_preflight(loaded: LoadedConfig, target: Target,
 def preflight_args(loaded: LoadedConfig, target: Target, preset: str | None = None) -> list[str]:
     """The runner's preflight verb and its arguments for ``preset`` on ``target`` (a submit
     hands them to its launching runner call, which checks before it creates anything)."""
+    return needs_args(loaded, target, needs_of(loaded, preset))
+
+
+def needs_of(loaded: LoadedConfig, preset: str | None) -> Needs:
+    """What ``preset`` (each member of a sweep) asks preflight to check; reads the models."""
+    chosen = presets_of(loaded, preset)
+    modules = [m for p in chosen for m in KIND_MODULES.get(p.kind, ())]
+    return Needs(tuple(dict.fromkeys(modules)), tuple(_dataset_of(p) for p in chosen))
+
+
+def needs_args(loaded: LoadedConfig, target: Target, needs: Needs) -> list[str]:
+    """The preflight verb and arguments for ``needs`` on ``target``. Reads the config's dump
+    only (no models), so a submit whose spec template holds its needs imports no pydantic."""
     args = ["preflight", "--json", "--outputs-root", target.paths.outputs_root]
-    modules: list[str] = []
-    for chosen in presets_of(loaded, preset):
-        modules += KIND_MODULES.get(chosen.kind, ())
-        data = _dataset_dir(loaded, target, chosen)
+    for directory in needs.datasets:
+        data = _dataset_dir(loaded, target, directory)
         if data:
             args += ["--dataset", data]
-    for module in dict.fromkeys(modules):
+    for module in needs.modules:
         args += ["--module", module]
-    if loaded.config.storage.wandb.mode in ("online", "auto"):
+    if loaded.setting("storage", "wandb", "mode") in ("online", "auto"):
         args.append("--wandb")
-    host_config = loaded.config.hosts.get(target.host.name)
-    if getattr(host_config, "launcher", "tmux") == "slurm":
+    host_config = loaded.setting("hosts").get(target.host.name) or {}
+    if host_config.get("launcher", "tmux") == "slurm":
         args += ["--launcher", "slurm"]
     return args
 
@@ -70,10 +96,16 @@ def _in_process(args: list[str]) -> dict[str, Any]:
     return runner_preflight.answer(parser.parse_args(args))
 
 
-def _dataset_dir(loaded: LoadedConfig, target: Target, preset: CommandPreset) -> str | None:
+def _dataset_of(preset: CommandPreset) -> str | None:
+    """The dataset dir as the preset names it: its data_dir override, else its dataset's."""
     value = preset.overrides.get("data_dir")
-    directory = value if isinstance(value, str) and value else \
+    return value if isinstance(value, str) and value else \
         (preset.dataset.dir if preset.dataset else None)
+
+
+def _dataset_dir(loaded: LoadedConfig, target: Target, directory: str | None) -> str | None:
+    """``directory`` (a preset's dataset dir) as a path on ``target``, or None when it is
+    known only once the run's code is there."""
     if not directory:
         return None
     if "{" in directory:  # a placeholder the run fills in: only the local code dir is known now

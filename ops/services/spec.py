@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,14 +26,49 @@ class HostPaths:
 def secret_values(loaded: LoadedConfig, resolved: ResolvedPreset,
                   environ: Mapping[str, str]) -> dict[str, str]:
     """Values of the forwarded secrets: a preset's own are required, the project's optional."""
-    preset_names = list(resolved.preset.secrets_env)
-    missing = [n for n in preset_names if not environ.get(n)]
+    return forwarded_secrets(resolved.name, resolved.preset.secrets_env,
+                             loaded.config.secrets.env, environ)
+
+
+def forwarded_secrets(preset: str, required: Sequence[str], optional: Sequence[str],
+                      environ: Mapping[str, str]) -> dict[str, str]:
+    """The values in ``environ`` of the secrets ``preset`` forwards, by name: every one of
+    ``required`` must be set; those of ``optional`` that are not set are left out."""
+    missing = [n for n in required if not environ.get(n)]
     if missing:
-        raise UsageError(f"preset {resolved.name!r} needs {', '.join(missing)} in the environment",
+        raise UsageError(f"preset {preset!r} needs {', '.join(missing)} in the environment",
                          hint="export them in the shell you run ops from; they are sent to the "
                               "host out of band and never written to the run dir")
-    names = [*loaded.config.secrets.env, *preset_names]
+    names = [*optional, *required]
     return {n: environ[n] for n in dict.fromkeys(names) if environ.get(n)}
+
+
+def cache_env(loaded: LoadedConfig, expand: Callable[[str], str]) -> dict[str, str]:
+    """HF_HOME and the dataset cache of project.json storage, as paths on the host (``expand``
+    is the host's `~`); read from the config's dump, so it needs no models."""
+    env: dict[str, str] = {}
+    if hf_home := loaded.setting("storage", "hf_home"):
+        env["HF_HOME"] = expand(hf_home)
+    if datasets_root := loaded.setting("storage", "datasets_root"):
+        root = expand(datasets_root)
+        env.update(OPS_DATASETS_ROOT=root, HF_DATASETS_CACHE=root)
+    return env
+
+
+def eval_needs_parent(preset: str) -> UsageError:
+    """The error for an eval preset submitted without the run it evaluates."""
+    return UsageError(f"preset {preset!r} is an eval: it needs the run to evaluate",
+                      hint=f"ops run submit -p {preset} --from RUN_ID")
+
+
+def secrets_store(paths: HostPaths, run_id: str) -> str:
+    """Where the host keeps a run's secret values until the run has read them."""
+    return f"{paths.ops_home.rstrip('/')}/secrets/{run_id}.json"
+
+
+def wandb_run_id(mode: str, run_id: str) -> str | None:
+    """The W&B run id of a run (None when W&B is off): the run id in W&B's alphabet."""
+    return None if mode == "disabled" else re.sub(r"[^A-Za-z0-9_-]", "-", run_id)[:64]
 
 
 DATA_DIR_OVERRIDE = "data_dir"
@@ -82,8 +117,7 @@ def build_spec(loaded: LoadedConfig, resolved: ResolvedPreset, run_id: str, *, p
 
     cfg = loaded.config
     if isinstance(resolved.preset, EvalPreset) and not parent_run_id:
-        raise UsageError(f"preset {resolved.name!r} is an eval: it needs the run to evaluate",
-                         hint=f"ops run submit -p {resolved.name} --from RUN_ID")
+        raise eval_needs_parent(resolved.name)
     preset, replaced_dir = _with_data_dir(resolved.preset)
     preset = _with_wandb(preset, cfg.storage.wandb.mode, cfg.storage.wandb.project
                          or cfg.project.name)
@@ -125,13 +159,12 @@ def build_spec(loaded: LoadedConfig, resolved: ResolvedPreset, run_id: str, *, p
         "secrets": {
             "env_names": secret_names,
             "files": [*cfg.secrets.files, *preset.secrets_files],
-            "store": f"{paths.ops_home.rstrip('/')}/secrets/{run_id}.json",
+            "store": secrets_store(paths, run_id),
         },
         "tmux": {"socket": cfg.tmux.socket},
         "wandb": {"mode": cfg.storage.wandb.mode,
                   "project": cfg.storage.wandb.project or cfg.project.name,
                   "entity": cfg.storage.wandb.entity,
-                  "run_id": (None if cfg.storage.wandb.mode == "disabled"
-                             else re.sub(r"[^A-Za-z0-9_-]", "-", run_id)[:64]),
+                  "run_id": wandb_run_id(cfg.storage.wandb.mode, run_id),
                   "url": None},
     }

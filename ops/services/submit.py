@@ -13,22 +13,23 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from ops.config.loader import LoadedConfig, ResolvedPreset, lookup_preset, resolve_preset
-from ops.config.models import SweepPreset
-from ops.config.overrides import Grid, grid_of
 from ops.errors import HostError, UsageError
 from ops.gitinfo import code_info
 from ops.hosts.base import call_runner
 from ops.hosts.local import LocalHost
-from ops.services import launcher, preflight
+from ops.services import preflight, spec_template
 from ops.services.runs import Target, show
-from ops.services.spec import build_spec, secret_values
+from ops.services.spec import secret_values
 from ops.services.sync import LocalCommit, SyncPlan, plan_sync
 from ops.services.target import file_host
 from runner import contract
+
+if TYPE_CHECKING:  # --set parsing imports the models: a submit with a template needs neither
+    from ops.config.overrides import Grid
 
 
 @dataclass(frozen=True)
@@ -186,35 +187,54 @@ def _refusal(target: Target, answer: dict[str, Any]) -> HostError:
 def _spec(loaded: LoadedConfig, target: Target, resolved: ResolvedPreset, run_id: str, *,
           secrets: Mapping[str, str], code: Mapping[str, Any],
           parent: str | None = None) -> dict[str, Any]:
-    spec = build_spec(loaded, resolved, run_id, paths=target.paths,
-                      code=code, secret_names=sorted(secrets),
-                      parent_run_id=parent)
-    launcher.apply(spec, loaded, target.host.name, resolved.preset)  # slurm / torchrun blocks
-    if parent:
-        spec["parent_run_dir"] = target.run_dir(parent)
-    spec["workload"]["env"] = {**cache_env(loaded, target), **spec["workload"]["env"]}
-    return spec
-
-
-def cache_env(loaded: LoadedConfig, target: Target) -> dict[str, str]:
-    """HF_HOME and the dataset cache of project.json storage, as paths on the host (a
-    preset's own env wins)."""
-    storage = loaded.config.storage
-    expand = getattr(target.host, "expand", os.path.expanduser)
-    env: dict[str, str] = {}
-    if storage.hf_home:
-        env["HF_HOME"] = expand(storage.hf_home)
-    if storage.datasets_root:
-        root = expand(storage.datasets_root)
-        env.update(OPS_DATASETS_ROOT=root, HF_DATASETS_CACHE=root)
-    return env
+    """The spec of one run of ``resolved``, built with the models (ops.services.spec_template
+    makes the template, then fills in the run's own fields)."""
+    template = spec_template.make(loaded, target.host.name, resolved)
+    return template.fill(loaded, target, run_id, secret_names=list(secrets), code=code,
+                         parent=parent)
 
 
 def submit(loaded: LoadedConfig, target: Target, preset: str, sets: Sequence[str] = (), *,
            run_id: str | None = None, environ: Mapping[str, str] | None = None,
-           debug: bool = False, code: CodeChoice = CodeChoice()) -> Submitted:
+           debug: bool = False, code: CodeChoice = CodeChoice(),
+           check_preflight: bool = False) -> Submitted:
     """One run of a preset; a sweep preset goes to submit_sweep, a --set with several values
-    (a grid) to submit_grid."""
+    (a grid) to submit_grid. ``check_preflight``: the launching call checks preflight for the
+    preset (in place of ``code.preflight``).
+
+    The spec comes from the preset's template (ops.services.spec_template) when this config
+    submitted the preset with the same --set values, --debug and host before: then neither
+    pydantic nor the models are imported. Otherwise the models build the template, which is
+    kept for the next time."""
+    key = spec_template.key_of(loaded, target.host.name, preset, sets, debug)
+    template = spec_template.load(key)
+    if template is None:
+        if check_preflight:  # first, as always: an unknown preset is named before a bad --set
+            code = replace(code, preflight=tuple(preflight.preflight_args(loaded, target,
+                                                                          preset)))
+        several = _submit_several(loaded, target, preset, sets, run_id=run_id,
+                                  environ=environ, debug=debug, code=code)
+        if several is not None:
+            return several
+        template = spec_template.make(loaded, target.host.name,
+                                      resolve_preset(loaded.config, preset, sets, debug=debug))
+        spec_template.store(key, template)
+    elif check_preflight:
+        code = replace(code, preflight=tuple(template.preflight_args(loaded, target)))
+    run_id = _run_id(run_id, preset)
+    secrets = template.secret_values(os.environ if environ is None else environ)
+    plan = code.plan(loaded, target)
+    spec = template.fill(loaded, target, run_id, secret_names=list(secrets), code=plan.code)
+    return _launch_one(target, spec, secrets, plan)
+
+
+def _submit_several(loaded: LoadedConfig, target: Target, preset: str, sets: Sequence[str], *,
+                    run_id: str | None, environ: Mapping[str, str] | None, debug: bool,
+                    code: CodeChoice) -> Submitted | None:
+    """A grid (a --set with several values) or a sweep preset, submitted; None for one run."""
+    from ops.config.models import SweepPreset
+    from ops.config.overrides import grid_of
+
     grid = grid_of(sets)
     is_sweep = isinstance(lookup_preset(loaded.config, preset), SweepPreset)
     if grid.axes:
@@ -230,12 +250,7 @@ def submit(loaded: LoadedConfig, target: Target, preset: str, sets: Sequence[str
             raise UsageError("--run-id names one run; a sweep names its members itself")
         return submit_sweep(loaded, target, preset, sets, environ=environ, debug=debug,
                             code=code)
-    resolved = resolve_preset(loaded.config, preset, sets, debug=debug)
-    run_id = _run_id(run_id, preset)
-    secrets = secret_values(loaded, resolved, os.environ if environ is None else environ)
-    plan = code.plan(loaded, target)
-    spec = _spec(loaded, target, resolved, run_id, secrets=secrets, code=plan.code)
-    return _launch_one(target, spec, secrets, plan)
+    return None
 
 
 def _launch_one(target: Target, spec: dict[str, Any], secrets: Mapping[str, str],
@@ -250,6 +265,8 @@ def submit_sweep(loaded: LoadedConfig, target: Target, name: str, sets: Sequence
                  environ: Mapping[str, str] | None = None, debug: bool = False,
                  code: CodeChoice = CodeChoice()) -> Submitted:
     """Every member as its own run, in order, grouped by one sweep id; one round trip."""
+    from ops.config.models import SweepPreset
+
     sweep = lookup_preset(loaded.config, name)
     if not isinstance(sweep, SweepPreset):
         raise UsageError(f"preset {name!r} is not a sweep")
