@@ -250,3 +250,20 @@ def test_no_home_directory_means_no_cache_not_a_failure(config_path: Path,
     monkeypatch.setattr(Path, "home", nowhere)
     assert load_config(config_path).config.project.name == "demo"
     assert load_config(config_path).config.project.name == "demo"
+
+
+def test_a_folder_of_the_cache_is_held_to_the_same_rules(tmp_path: Path) -> None:
+    """What is kept beside the configs (spec templates) goes through the same checks: its
+    folder must be a private directory of ours, not a link, and an entry of another kind
+    (another magic line) is not read as one of this kind."""
+    cache.write_entry("entry", b"kind-a\n", b"payload", "folder")
+    folder = cache.cache_dir() / "folder"
+    assert stat.S_IMODE(folder.lstat().st_mode) == 0o700
+    assert cache.read_entry("entry", b"kind-a\n", "folder") == b"payload"
+    assert cache.read_entry("entry", b"kind-b\n", "folder") is None
+    assert cache.read_entry("entry", b"kind-a\n") is None  # not in the top folder
+    folder.rename(tmp_path / "real")
+    folder.symlink_to(tmp_path / "real")
+    assert cache.read_entry("entry", b"kind-a\n", "folder") is None
+    cache.write_entry("other", b"kind-a\n", b"payload", "folder")
+    assert sorted(p.name for p in (tmp_path / "real").iterdir()) == ["entry"]

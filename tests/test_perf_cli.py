@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import Project
+
 HEAVY = ("click", "pydantic", "paramiko", "psutil", "ops.config.models", "ops.cli.report_cmds")
 
 
@@ -102,6 +104,38 @@ def test_status_with_a_cached_config_imports_no_pydantic_and_no_report_reader(
     assert "pydantic" in first  # the first one validated
     assert not {"pydantic", "ops.config.models", "ops.report.detail", "ops.report.sources",
                 "ops.cli.render_run", "rich"} & second
+
+
+def test_a_warm_submit_imports_no_pydantic_and_launches_the_same_spec(
+        project: Project) -> None:
+    """`ops run submit --host local --json` twice as separate processes: the first validates
+    the config and builds the spec with the models; the second finds both in the cache (the
+    config's dump and the preset's spec template) and imports neither pydantic nor the models
+    (issue 14). Both runs launch, and their spec.json differ only in the run's own fields."""
+    code = ("from ops.cli.main import main\ntry:\n"
+            "    main(['run', 'submit', 'toy', '--set', 'max_iters=3', '--host', 'local', "
+            "'--json'])\n"
+            "except SystemExit as exc:\n    assert exc.code in (0, None), exc.code\n")
+    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    env = {**os.environ, "OPS_PROJECT_CONFIG": str(project.config_path)}
+    specs, modules = [], []
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                             check=True, env=env, cwd=project.root).stdout
+        answer, _, loaded = out.rstrip().rpartition("\n")
+        modules.append(set(json.loads(loaded)))
+        run_id = json.loads(answer)["run_id"]
+        project.wait_for((project.run_dir(run_id) / "summary.json").exists)
+        assert project.summary(run_id)["status"] == "completed"
+        specs.append(json.loads((project.run_dir(run_id) / "spec.json").read_text()))
+    assert {"pydantic", "ops.config.models"} <= modules[0]  # the cold one built the template
+    assert not {"pydantic", "ops.config.models", "ops.config.overrides"} & modules[1]
+    for spec in specs:  # the run's own fields, and what the runner adds at launch
+        for block, key in ((spec, "run_id"), (spec, "created_at"), (spec, "code"),
+                           (spec["secrets"], "store"), (spec, "seal"),
+                           (spec["tmux"], "session")):
+            block[key] = None
+    assert specs[0] == specs[1] and specs[0]["overrides"] == {"max_iters": 3}
 
 
 def test_a_cached_config_builds_no_validator(tmp_path: Path) -> None:

@@ -15,6 +15,10 @@ may come from someone else. The directory must be a real directory (checked with
 owned by this user, and closed to group and others (0700 when we make it); each entry must be
 a regular file owned by this user, 0600, with a matching checksum. Anything else is ignored
 (and replaced by the next store): the cache can only ever cost a validation.
+
+The folder ``spec-templates`` holds what a submit derives from a config (ops.services.
+spec_template), filed by the config's key among others; it is checked, written and pruned by
+the same functions (``read_entry``, ``write_entry``), with a count of its own.
 """
 
 from __future__ import annotations
