@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -259,6 +261,32 @@ def test_the_key_follows_the_config_the_code_and_what_is_asked(
     assert key() != before
     assert spec_template.key_of(replace(loaded, cache_key=""), "local", "smoke", (), False) \
         is None
+
+
+def test_the_key_covers_the_code_a_template_is_made_with(tmp_path: Path) -> None:
+    """Every module of ops or the runner that making a template imports (the models, --set
+    parsing, the trainer's defaults, ...) is one whose source is in the key, so an upgrade
+    that changes how a spec is built never reuses an old template. Package files, which
+    import nothing, aside."""
+    path = write_config(tmp_path, project_doc("online"))
+    load_config(path)  # into the config cache: the probe starts without the models
+    made = [("dice_ce_demo", "local", ["data_dir=/x", "folds=4"]), ("ddp", "cluster", []),
+            ("dice_ce_demo_eval", "local", []), ("service_demo", "local", [])]
+    probe = (
+        "import json, sys\nfrom pathlib import Path\n"
+        "from ops.config.loader import load_config, resolve_preset\n"
+        "from ops.services import spec_template\n"
+        f"loaded = load_config(Path({str(path)!r}))\nbefore = set(sys.modules)\n"
+        f"for name, host, sets in {made!r}:\n"
+        "    spec_template.make(loaded, host, resolve_preset(loaded.config, name, sets))\n"
+        "print(json.dumps([m.__file__ for n, m in list(sys.modules.items()) if n not in before"
+        " and n.split('.')[0] in ('ops', 'runner')]))\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True).stdout
+    imported = {Path(f).resolve() for f in json.loads(out) if not f.endswith("__init__.py")}
+    assert (REPO / "ops" / "config" / "models.py").resolve() in imported  # not vacuous
+    assert imported <= {p.resolve() for p in spec_template.SPEC_SOURCES}
+    assert all(p.is_file() for p in spec_template.SPEC_SOURCES)
 
 
 # -- the cache's rules ---------------------------------------------------------------------

@@ -51,14 +51,15 @@ MAX_TEMPLATES = 256  # one per preset, --set values, --debug and host in use; ol
 _OPS = Path(__file__).resolve().parents[1]
 _RUNNER = _OPS.parent / "runner"
 # the code whose output a template is: what build_spec, the launcher blocks, resolve_preset,
-# --set parsing, the models and the preflight needs read or call
+# --set parsing (typed by the trainer's defaults for monai_seg), the models and the preflight
+# needs read or call
 SPEC_SOURCES = (
     _OPS / "services" / "spec_template.py", _OPS / "services" / "spec.py",
     _OPS / "services" / "launcher.py", _OPS / "services" / "preflight.py",
     _OPS / "config" / "loader.py", _OPS / "config" / "overrides.py",
     _OPS / "config" / "models.py", _OPS / "config" / "settings.py",
     _RUNNER / "contract.py", _RUNNER / "workload_command.py", _RUNNER / "envpolicy.py",
-    _RUNNER / "logpump.py",
+    _RUNNER / "logpump.py", _RUNNER / "redact.py", _RUNNER / "seg" / "params.py",
 )
 # what build_spec is given for the per-run fields when a template is made; each one is taken
 # out again (tests/test_spec_template.py fills with other values and compares)
