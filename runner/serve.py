@@ -18,6 +18,9 @@ a full host is told apart from a lost answer), then sends one JSON line {"argv":
 exited with. Each request runs in a forked child, so a verb sees a fresh process state (its
 own cwd, signals, stdin) and a slow verb (`cancel --wait`) holds up nobody.
 
+Each answered request adds a line to SOCKET.log (time, verb, exit status, milliseconds):
+how to tell, on the host, that calls are being served here.
+
 Safety: the socket's directory is made 0700 and must be ours and not a link; the socket is
 0600; a connecting peer of another uid is dropped (SO_PEERCRED) before it can say anything.
 Only SERVED_VERBS are answered: the wrapper, the sweep driver and pack (processes that stream
@@ -48,6 +51,7 @@ SERVED_VERBS = frozenset({"version", "status", "show", "ls", "tail", "report-dat
                           "submit-sweep", "cancel", "preflight", "housekeeping"})
 MAX_HEADER = 1 << 16
 MAX_STDIN = 64 << 20
+MAX_LOG = 1 << 20
 REQUEST_TIMEOUT_S = 60.0  # for the request to arrive whole; the verb itself has no limit
 _POLL_S = 1.0
 # modules the verbs import when they run: imported once here, so that no child pays for them
@@ -177,12 +181,15 @@ def serve(path: str, idle_s: float) -> int:
                 conn, _ = listener.sock.accept()
             except (TimeoutError, socket.timeout, InterruptedError):  # noqa: UP041 - 3.8/3.9
                 continue
+            if build_dir and not os.path.isdir(build_dir):  # the build is gone: so are we;
+                conn.close()  # no hello, so the client runs the verb over exec (and reinstalls)
+                break
             last = time.monotonic()
             pid = os.fork()
             if pid == 0:
                 listener.sock.close()
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                _child(conn)
+                _child(conn, f"{path}.log")
             conn.close()
             children.add(pid)
     finally:
@@ -204,7 +211,7 @@ def peer_uid(conn: socket.socket) -> int:
     return int(struct.unpack("3i", creds)[1])
 
 
-def _child(conn: socket.socket) -> None:
+def _child(conn: socket.socket, log_path: str) -> None:
     """Handle one connection and exit (never returns)."""
     code = 0
     try:
@@ -218,15 +225,34 @@ def _child(conn: socket.socket) -> None:
         reader = conn.makefile("rb")
         argv, stdin = read_request(reader)
         conn.settimeout(None)
+        started = time.monotonic()
         exit_code, out, err = run_verb(argv, stdin)
         conn.sendall(json.dumps({"exit": exit_code, "stdout_len": len(out),
                                  "stderr_len": len(err)}).encode() + b"\n" + out + err)
+        note_request(log_path, argv[0] if argv else "", exit_code, time.monotonic() - started)
     except BaseException:  # noqa: BLE001 - the client sees the connection close
         code = 1
     finally:
         with contextlib.suppress(OSError):
             conn.close()
     os._exit(code)
+
+
+def note_request(log_path: str, verb: str, exit_code: int, seconds: float) -> None:
+    """One line in SOCKET.log for each answered request: when, which verb, its exit status
+    and time. Never its arguments' contents or stdin. Past MAX_LOG bytes the log starts over
+    (the last one kept as .1)."""
+    line = json.dumps({"ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                       "verb": verb[:40], "exit": exit_code, "ms": round(seconds * 1000, 1)})
+    with contextlib.suppress(OSError):
+        if os.path.getsize(log_path) > MAX_LOG:
+            os.replace(log_path, f"{log_path}.1")
+    with contextlib.suppress(OSError):
+        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line.encode() + b"\n")
+        finally:
+            os.close(fd)
 
 
 def read_request(reader: io.BufferedReader) -> tuple[list[str], bytes]:

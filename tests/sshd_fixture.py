@@ -50,8 +50,7 @@ AllowTcpForwarding yes
 AcceptEnv *
 MaxSessions 64
 MaxStartups 64
-# DEBUG1: connections forwarded to a Unix socket are logged too (the resident runner's)
-LogLevel DEBUG1
+LogLevel VERBOSE
 Subsystem sftp internal-sftp
 """
 
@@ -314,3 +313,12 @@ def hanging_up(listener: socket.socket) -> Iterator[None]:
     finally:
         stop.set()
         thread.join(5)
+
+
+def served_requests(ops_home: Path) -> int:
+    """Requests the resident runners of ``ops_home`` answered (runner.serve logs one line
+    each beside its socket): the round trips that are not execs."""
+    from ops.hosts.served import serve_dirs
+
+    return sum(len(log.read_bytes().splitlines()) for place in serve_dirs(str(ops_home))
+               for log in Path(place).glob("*.sock.log"))

@@ -1,7 +1,7 @@
 """A warm submit is one round trip (issue 14): `runner submit` checks the code tree and
 preflight itself, and only a host that lacks the code costs a sync. Round trips are counted in
-the loopback sshd's log (one "Starting session: command" line per exec), so the counts are
-exact whatever the machine's load."""
+the loopback sshd's log (one "Starting session: command" line per exec) and in the resident
+runner's (one line per request it answered), so the counts are exact whatever the load."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from ops.services.target import forget_runner
 from runner import verbs
 
 from .conftest import Project, git, pod_config
-from .sshd_fixture import SshAlias, Sshd
+from .sshd_fixture import SshAlias, Sshd, served_requests
 
 pytestmark = [pytest.mark.ssh, pytest.mark.tmux]
 
@@ -42,14 +42,16 @@ def pod(project: Project, ssh_alias: SshAlias, tmp_path: Path) -> Project:
 
 
 class Execs:
-    """Execs the sshd started since the last call (SFTP sessions are not counted)."""
+    """Round trips since the last call: execs the sshd started (SFTP sessions are not
+    counted) and requests the pod's resident runner answered (runner.serve)."""
 
-    def __init__(self, sshd: Sshd):
-        self.sshd = sshd
+    def __init__(self, sshd: Sshd, ops_home: Path):
+        self.sshd, self.ops_home = sshd, ops_home
         self.seen = self._count()
 
     def _count(self) -> int:
-        return self.sshd.log().count("Starting session: command")
+        return self.sshd.log().count("Starting session: command") + \
+            served_requests(self.ops_home)
 
     def since(self) -> int:
         now = self._count()
@@ -73,7 +75,7 @@ def finished(pod: Project, run_id: str) -> tuple[str, str]:
 
 def test_a_warm_submit_is_one_round_trip_and_a_new_commit_two(pod: Project,
                                                                 sshd: Sshd) -> None:
-    execs = Execs(sshd)
+    execs = Execs(sshd, pod.runs.parent / "pod-home")
     head = git(pod.root, "rev-parse", "HEAD")
     submit(pod, "cold")
     assert execs.since() == 3  # probe, apply (the first tree), runner submit
@@ -95,7 +97,7 @@ def test_a_host_that_lost_the_tree_gets_it_synced_and_the_run_launches(
     submit(pod, "first")
     assert finished(pod, "first") == ("A", head)
     shutil.rmtree(tmp_path / "pod-home" / "code" / head)  # the record here is now wrong
-    execs = Execs(sshd)
+    execs = Execs(sshd, pod.runs.parent / "pod-home")
     submit(pod, "again")
     assert execs.since() == 3  # refused (no code, nothing created), the sync, the submit
     assert finished(pod, "again") == ("A", head)
@@ -108,7 +110,7 @@ def test_a_host_that_lost_the_tree_gets_it_synced_and_the_run_launches(
 def test_a_failed_preflight_refuses_in_the_launching_round_trip(pod: Project,
                                                                  sshd: Sshd) -> None:
     submit(pod, "synced")  # the code is on the host now
-    execs = Execs(sshd)
+    execs = Execs(sshd, pod.runs.parent / "pod-home")
     refused = pod.ops("run", "submit", "-p", "needs_data", "--run-id", "nodata")
     assert refused.exit_code == 6, refused.stderr
     assert "dataset" in refused.stderr and "--skip-preflight" in refused.stderr
@@ -122,7 +124,7 @@ def test_a_failed_preflight_refuses_in_the_launching_round_trip(pod: Project,
 
 def test_a_dirty_tree_is_refused_before_any_round_trip(pod: Project, sshd: Sshd) -> None:
     (pod.root / "version.txt").write_text("edited\n")
-    execs = Execs(sshd)
+    execs = Execs(sshd, pod.runs.parent / "pod-home")
     refused = pod.ops("run", "submit", "-p", "version", "--run-id", "dirty")
     assert refused.exit_code == 2 and "allow-dirty" in refused.stderr
     assert execs.since() == 0 and not (pod.runs / "dirty").exists()
@@ -137,7 +139,7 @@ def test_a_dirty_tree_is_refused_before_any_round_trip(pod: Project, sshd: Sshd)
 
 def test_a_warm_sweep_is_one_round_trip(pod: Project, sshd: Sshd) -> None:
     submit(pod, "synced")
-    execs = Execs(sshd)
+    execs = Execs(sshd, pod.runs.parent / "pod-home")
     result = pod.ops("run", "submit", "-p", "pair", "--json", "--skip-preflight")
     assert result.exit_code == 0, result.stderr
     assert execs.since() == 1 and len(result.json()["run_ids"]) == 2

@@ -58,12 +58,17 @@ def remote_socket(runner_argv: Sequence[str]) -> str | None:
     if not found or not found[0].startswith("/"):
         return None
     key = _digest(json.dumps(list(runner_argv)), 16)
-    ops_home = posixpath.dirname(posixpath.dirname(found[0].rstrip("/")))
-    path = f"{ops_home.rstrip('/')}/serve/{key}.sock"
-    if len(path) <= MAX_SOCKET_PATH:
-        return path
-    # the daemon makes the dir 0700 and will not use one that is not its own
-    return f"/tmp/ops-serve-{_digest(ops_home, 12)}/{key}.sock"  # noqa: S108
+    near, far = serve_dirs(posixpath.dirname(posixpath.dirname(found[0].rstrip("/"))))
+    path = f"{near}/{key}.sock"
+    return path if len(path) <= MAX_SOCKET_PATH else f"{far}/{key}.sock"
+
+
+def serve_dirs(ops_home: str) -> tuple[str, str]:
+    """Where the sockets of an ops home's resident runners live: its `serve` dir, or (when
+    that path is too long for a socket address) a dir in /tmp named after it. The daemon makes
+    either 0700 and will not use one that is not its own."""
+    return (f"{ops_home.rstrip('/')}/serve",
+            f"/tmp/ops-serve-{_digest(ops_home, 12)}")  # noqa: S108
 
 
 class Served:
