@@ -572,10 +572,14 @@ def wait_finished(pod: Pod, run_id: str) -> None:
 
 
 def trips_so_far(pod: Pod) -> tuple[int, int]:
-    """(commands the sshd has started, connections it forwarded to a Unix socket: the resident
-    runner's) from its log, one line each."""
+    """(commands the sshd has started, from its log; requests the resident runner answered,
+    from its own log beside its socket), one line each."""
+    from ops.hosts.served import serve_dirs
+
     log = (pod.work / "sshd" / "sshd.log").read_text(errors="replace")
-    return log.count("Starting session: command"), log.count("server_request_direct_streamlocal")
+    served = sum(len(f.read_bytes().splitlines()) for place in serve_dirs(str(pod.ops_home))
+                 for f in Path(place).glob("*.sock.log"))
+    return log.count("Starting session: command"), served
 
 
 def trips_since(pod: Pod, before: tuple[int, int]) -> str:
@@ -608,12 +612,12 @@ def in_process_submit(pod: Pod) -> tuple[dict[str, float], str]:
     try:
         phases["submit()"], done = timed(lambda: submit.submit(loaded, target, PRESET))
         phases["total"] = time.perf_counter() - start
-        # the code sync alone (a no-op on unchanged code), on the same connection
-        phases["  submit(): code sync"], _ = timed(
-            lambda: submit.CodeChoice().resolve(loaded, target))
+        # the local half of the code check (git; the host's half rides on runner submit)
+        phases["  submit(): code check"], _ = timed(
+            lambda: submit.CodeChoice().plan(loaded, target))
     finally:
         target.close()
-    phases["  submit(): the rest"] = phases["submit()"] - phases["  submit(): code sync"]
+    phases["  submit(): the rest"] = phases["submit()"] - phases["  submit(): code check"]
     return phases, done.run_id
 
 

@@ -110,11 +110,13 @@ def _launch(loaded: LoadedConfig, target: runs.Target, preset: str | None,
     spec (from the preset's spec template when there is one)."""
     from dataclasses import replace
 
-    from ops.services import preflight, resolve, submit
+    from ops.services import submit
 
     if not from_id and not resume_id:
         return submit.submit(loaded, target, str(preset), sets, run_id=run_id, debug=debug,
                              code=code, check_preflight=check_preflight)
+    from ops.services import preflight, resolve
+
     if check_preflight:
         code = replace(code, preflight=tuple(preflight.preflight_args(loaded, target, preset)))
     if from_id:

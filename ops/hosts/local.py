@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -66,6 +65,8 @@ class LocalHost:
             try:
                 code, out = answer([os.fspath(arg) for arg in args])  # as an argv would
             except Exception:  # noqa: BLE001 - what a runner process would print and exit 1 on
+                import traceback
+
                 return ExecResult(self.name, argv, 1, "", traceback.format_exc())
         return ExecResult(self.name, argv, code, out, "")
 

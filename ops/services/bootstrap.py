@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import tarfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -103,6 +102,8 @@ class RunnerBuild:
         return f"{self.version}-{self.digest[:12]}"
 
     def tarball(self) -> bytes:
+        import tarfile  # only an upload needs it
+
         buf = io.BytesIO()
         now = time.time()
         with tarfile.open(fileobj=buf, mode="w:gz") as tf:

@@ -31,7 +31,6 @@ from typing import Any
 
 from ops.config import cache
 from ops.config.loader import LoadedConfig, ResolvedPreset
-from ops.services import launcher
 from ops.services.preflight import Needs, needs_args, needs_of
 from ops.services.runs import Target
 from ops.services.spec import (
@@ -147,6 +146,7 @@ def _spec_shape(spec: Any) -> bool:
 def make(loaded: LoadedConfig, host_name: str, resolved: ResolvedPreset) -> SpecTemplate:
     """The template of ``resolved`` on the host ``host_name``, built with the models."""
     from ops.config.models import EvalPreset
+    from ops.services import launcher  # only a template being made needs it
 
     spec = build_spec(loaded, resolved, _TEMPLATE_RUN, paths=_TEMPLATE_PATHS, code={},
                       secret_names=[], parent_run_id=_TEMPLATE_RUN)

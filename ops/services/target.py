@@ -58,8 +58,6 @@ def host_name(loaded: LoadedConfig, host: str | None) -> str:
 
 
 def resolve(loaded: LoadedConfig, host: str | None) -> Resolved:
-    from ops.pods.state import PodStore
-
     name = host_name(loaded, host)
     if name in LOCAL_NAMES:
         return Resolved(name, "local")
@@ -67,6 +65,8 @@ def resolve(loaded: LoadedConfig, host: str | None) -> Resolved:
     if config is not None:  # read from the config's dump: finding a host builds no models
         return Resolved(name, "host", config["python"], config["ops_home"],
                         config["outputs_dir"], config["connect_retry_sec"])
+    from ops.pods.state import PodStore  # a host of project.json needs no pod record
+
     pod = PodStore(loaded.repo_root).find(name)
     if pod is not None:
         if pod.address is None or pod.state in ("failed", "gone"):
