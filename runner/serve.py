@@ -47,8 +47,11 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA = "ops.runner_serve/1"
+# not a runner verb: `command ARGV...` runs ARGV with the request's stdin and answers its exit
+# status, stdout and stderr as they are, what an exec over SSH would (ops' code sync uses it)
+COMMAND = "command"
 SERVED_VERBS = frozenset({"version", "status", "show", "ls", "tail", "report-data", "submit",
-                          "submit-sweep", "cancel", "preflight", "housekeeping"})
+                          "submit-sweep", "cancel", "preflight", "housekeeping", COMMAND})
 MAX_HEADER = 1 << 16
 MAX_STDIN = 64 << 20
 MAX_LOG = 1 << 20
@@ -285,6 +288,8 @@ def run_verb(argv: Sequence[str], stdin: bytes) -> tuple[int, bytes, bytes]:
     if verb not in SERVED_VERBS:  # options first (--serve) are not taken either
         err.write(f"runner serve: {verb!r} is not served here; run it over exec\n")
         return 2, b"", err.getvalue().encode()
+    if verb == COMMAND:
+        return run_command(argv[1:], stdin)
     sys.stdin = io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8")
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
@@ -295,6 +300,21 @@ def run_verb(argv: Sequence[str], stdin: bytes) -> tuple[int, bytes, bytes]:
             traceback.print_exc()
             code = 1
     return code, out.getvalue().encode(), err.getvalue().encode()
+
+
+def run_command(argv: Sequence[str], stdin: bytes) -> tuple[int, bytes, bytes]:
+    """(exit status, stdout, stderr) of ARGV, as a shell reports them: 127 when it cannot be
+    started, 128+N when signal N ended it."""
+    import subprocess
+
+    if not argv:
+        return 2, b"", b"runner serve: command: no argv\n"
+    try:
+        done = subprocess.run(list(argv), input=stdin, capture_output=True, check=False)
+    except OSError as exc:
+        return 127, b"", f"runner serve: {argv[0]}: {exc.strerror or exc}\n".encode()
+    code = done.returncode if done.returncode >= 0 else 128 - done.returncode
+    return code, done.stdout, done.stderr
 
 
 def hello_ok(doc: Any) -> bool:

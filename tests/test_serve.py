@@ -176,6 +176,17 @@ def test_bad_requests_get_no_work_done_and_it_serves_on(
     assert proc.poll() is None
 
 
+def test_a_command_is_answered_as_an_exec_would(
+        daemon: tuple[Path, subprocess.Popen[bytes]]) -> None:
+    path, _ = daemon
+    head, body = ask(path, ["command", "sh", "-c", "cat; echo oops >&2; exit 3"], b"in\x00put")
+    assert head == {"exit": 3, "stdout_len": 6, "stderr_len": 5} and body == b"in\x00putoops\n"
+    head, body = ask(path, ["command", "/no/such/tool"])
+    assert head["exit"] == 127 and b"/no/such/tool" in body
+    head, _ = ask(path, ["command", "sh", "-c", "kill -TERM $$"])
+    assert head["exit"] == 128 + signal.SIGTERM
+
+
 def test_it_exits_when_idle_and_takes_its_socket_along(tmp_path: Path) -> None:
     path = tmp_path / "s" / "r.sock"
     proc = start_daemon(path, idle=1.0)
@@ -222,10 +233,9 @@ def test_a_submits_secret_lives_only_in_the_child_that_handled_it(
 # -- ops' side, against stand-in sockets --------------------------------------------------------
 
 @pytest.fixture
-def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def client(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A Served whose exec and forward are recorded instead of run."""
-    mux_dir = tmp_path / "mux"
-    mux_dir.mkdir(mode=0o700)
+    mux_dir = Path(tempfile.mkdtemp(prefix="ops-mux-test-"))  # short: it holds sockets
     target = MuxTarget("127.0.0.1", 22, "u", (), True, None, "127.0.0.1")
     mux = Mux(target, [], mux_dir)
     one = served.Served(mux, "pod")
@@ -240,6 +250,7 @@ def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         ("cancel",) if cancel else ("forward",)) or True)
     one.calls = calls  # type: ignore[attr-defined]
     yield one
+    shutil.rmtree(mux_dir)
 
 
 RUNNER = ("env", "PYTHONPATH=/h/.ops/runner/b1", "OPS_RUNNER_DIR=/h/.ops/runner/b1",
@@ -404,3 +415,27 @@ def test_a_killed_resident_runner_costs_one_exec_and_comes_back(
     assert daemons_of(tmp_path)[0].pid != daemon.pid
     assert pod.ops("run", "status", "--json").exit_code == 0
     assert round_trips(sshd, tmp_path) == (execs + 1, forwarded + 1)
+
+
+@pytest.mark.ssh
+@pytest.mark.tmux
+def test_a_new_commit_is_synced_and_launched_without_an_exec(
+        pod: Project, sshd: Sshd, tmp_path: Path) -> None:
+    first = pod.ops("run", "submit", "-p", "hello", "--run-id", "r0",
+                    env={"OPS_TEST_TOKEN": CANARY})
+    assert first.exit_code == 0, first.stderr
+    (pod.root / "new.txt").write_text("B\n")
+    git(pod.root, "add", "-A")
+    git(pod.root, "commit", "-q", "-m", "B")
+    head = git(pod.root, "rev-parse", "HEAD")
+    execs, forwarded = round_trips(sshd, tmp_path)
+    second = pod.ops("run", "submit", "-p", "hello", "--run-id", "r1",
+                     env={"OPS_TEST_TOKEN": CANARY})
+    assert second.exit_code == 0, second.stderr
+    assert round_trips(sshd, tmp_path) == (execs, forwarded + 2)  # the sync's apply, submit
+    tree = tmp_path / "pod-home" / "code" / head
+    assert (tree / "new.txt").read_text() == "B\n"
+    assert stat.S_IMODE((tree / "new.txt").stat().st_mode) & 0o222 == 0  # read-only, shared
+    pod.wait_for((pod.runs / "r1" / "summary.json").exists, timeout=60)
+    meta = json.loads((pod.runs / "r1" / "run_metadata.json").read_text())
+    assert meta["git"]["commit"] == head

@@ -17,6 +17,9 @@ When it falls back to exec, and why that is safe:
   trying until the master is replaced.
 - the connection ends after the request was sent: a question verb (read-only) is asked again
   over exec; any other verb raises ConnectionLostError, never runs twice.
+
+Plain commands (`Served.command`: the code sync's probe and apply scripts, say) go the same
+way once a resident runner answers, run by it as an exec would run them; they never start one.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import BinaryIO
 
 from ops.hosts.base import ConnectionLostError, ExecResult, error_reason
 from ops.hosts.mux import MAX_SOCKET_PATH, Mux, idle_seconds
-from runner.serve import SERVED_VERBS, hello_ok
+from runner.serve import COMMAND, SERVED_VERBS, hello_ok
 
 SERVE_ENV = "OPS_RUNNER_SERVE"
 HELLO_TIMEOUT_S = 20.0
@@ -112,6 +115,16 @@ class Served:
             if (self.mux.forward(local, remote) and local.exists()) or attempt == 2:
                 return
             self.mux.forward(local, remote, cancel=True)
+
+    def command(self, runner_argv: Sequence[str], argv: Sequence[str],
+                input_text: str | None) -> ExecResult | None:
+        """ARGV run on the host by its resident runner, as an exec would run it; None when
+        no resident runner answers yet (nothing was sent: the caller execs). Never starts one:
+        only runner calls do."""
+        paths = self._paths(runner_argv) if enabled() and argv else None
+        if paths is None or self._given_up(paths[0]):
+            return None
+        return self._ask(paths[0], argv, [COMMAND, *argv], input_text, None)[0]
 
     def _exec(self, argv: Sequence[str], input_text: str | None,
               timeout: float | None) -> ExecResult:

@@ -165,6 +165,12 @@ class SSHHost:
         """Run argv on the host; a non-zero exit raises HostCommandError unless check=False."""
         if self._use_mux():
             assert self._mux is not None  # noqa: S101 - checked by _use_mux
+            served = self._served_by(self._mux).command(self.runner_argv(), argv, input_text) \
+                if timeout is None else None  # the resident runner has no time limits
+            if served is not None:
+                if check and not served.ok:
+                    raise HostCommandError(served)
+                return served
             return mux_exec(self._mux, self.name, argv, input_text, check=check,
                             timeout=timeout)
         chan = self.open_exec_stream(argv)
@@ -201,14 +207,19 @@ class SSHHost:
         """One runner verb (unchecked): through the host's resident runner where the shared
         master reaches one (ops.hosts.served), else over exec."""
         if self._use_mux():
-            from ops.hosts.served import Served
-
             assert self._mux is not None  # noqa: S101 - checked by _use_mux
-            if self._served is None or self._served.mux is not self._mux:
-                self._served = Served(self._mux, self.name)
-            return self._served.call(self.runner_argv(), args, input_text, timeout)
+            return self._served_by(self._mux).call(self.runner_argv(), args, input_text,
+                                                   timeout)
         return self.exec([*self.runner_argv(), *args], input_text=input_text, check=False,
                          timeout=timeout)
+
+    def _served_by(self, mux: Mux) -> Served:
+        """This host's resident runner, reached through ``mux`` (ops.hosts.served)."""
+        from ops.hosts.served import Served
+
+        if self._served is None or self._served.mux is not mux:
+            self._served = Served(mux, self.name)
+        return self._served
 
     def runner_argv(self) -> list[str]:
         """How to start the runner here; `ensure_runner` points it at the uploaded build."""
