@@ -22,6 +22,9 @@ payload as it crossed the wire (a small bundle rides base64 on the apply command
 Targets (issue 14): sync time <= 0.5 x rsync time, sync bytes <= 2 x the changed file gzipped.
 Over SSH, the connection is ops's shared OpenSSH master (kept by the first sync, reused by the
 next ones as by later `ops` processes); rsync starts its own ssh each time, as a user runs it.
+Each sync's host knows its runner and the host's resident runner is up (started by one runner
+call before the first copy, as by any earlier `ops` command), so the sync's scripts run through
+it; a row "the same over exec" times a like change with OPS_RUNNER_SERVE=0 for comparison.
 """
 
 from __future__ import annotations
@@ -111,13 +114,27 @@ def local_transport(work: Path) -> Transport:
     return Transport("local", make, str(work / "ops-home"), str(work / "rsync-dest"), [])
 
 
-def ssh_transport(alias: str, remote_dir: str, rsh: list[str], work: Path) -> Transport:
+def ssh_transport(alias: str, remote_dir: str, rsh: list[str], work: Path,
+                  python: str = "python3") -> Transport:
+    """Each host opened knows the runner command, as a later `ops` process does (it remembers
+    it), and the first one starts the resident runner with one runner call, as any earlier
+    `ops` command on the host would have."""
+    from ops.hosts.base import call_runner
     from ops.hosts.ssh import open_host  # only the SSH variants need paramiko
+    from ops.services.bootstrap import ensure_runner
+
+    ops_home = f"{remote_dir}/ops-home"
+    runner: list[tuple[str, ...]] = []
 
     def make() -> SyncHost:
-        return open_host(alias, repo_root=work)  # its .ops/known_hosts, if any, goes there
-    return Transport(f"ssh {alias}", make, f"{remote_dir}/ops-home",
-                     f"{alias}:{remote_dir}/rsync-dest", rsh)
+        host = open_host(alias, repo_root=work)  # its .ops/known_hosts, if any, goes there
+        if runner:
+            host.runner_command = runner[0]
+        else:
+            runner.append(ensure_runner(host, ops_home, python=python).argv)
+            call_runner(host, ["version"])
+        return host
+    return Transport(f"ssh {alias}", make, ops_home, f"{alias}:{remote_dir}/rsync-dest", rsh)
 
 
 @contextmanager
@@ -132,7 +149,8 @@ def loopback(work: Path) -> Iterator[Transport]:
     server = start_sshd(work / "sshd")
     alias = write_alias(server, home)
     try:
-        yield ssh_transport(alias.name, str(work / "remote"), alias.ssh_argv()[:-1], work)
+        yield ssh_transport(alias.name, str(work / "remote"), alias.ssh_argv()[:-1], work,
+                            python=sys.executable)  # this venv's: it has psutil
     finally:
         server.stop()
 
@@ -174,6 +192,7 @@ class Round:
     rsync_s: float
     rsync_bytes: int
     change: Change
+    exec_s: float | None = None  # the same sync with OPS_RUNNER_SERVE=0 (over SSH only)
 
 
 def run(transport: Transport, files: int, repeats: int, work: Path) -> bool:
@@ -183,9 +202,18 @@ def run(transport: Transport, files: int, repeats: int, work: Path) -> bool:
     first, first_rsync = timed_sync(transport, repo), timed_rsync(transport, repo)
     rounds = []
     for round_no in range(repeats):
+        exec_s = None
+        if transport.rsync_rsh:  # the same kind of change synced over exec, for comparison
+            change_one_line(repo, files, repeats + round_no)
+            os.environ["OPS_RUNNER_SERVE"] = "0"
+            try:
+                exec_s = timed_sync(transport, repo)[0]
+            finally:
+                del os.environ["OPS_RUNNER_SERVE"]
+            settle(transport)
         change = change_one_line(repo, files, round_no)
         sync_s, sync_bytes, _ = timed_sync(transport, repo)
-        rounds.append(Round(sync_s, sync_bytes, *timed_rsync(transport, repo), change))
+        rounds.append(Round(sync_s, sync_bytes, *timed_rsync(transport, repo), change, exec_s))
     settle(transport)  # a local or loopback host only: the temp dir is removed next
     stop_master(transport)
     print(f"{files} files over {transport.name}; first copy: sync {first[0]:.2f} s "
@@ -214,7 +242,9 @@ def report(rounds: list[Round]) -> bool:
         return [what, "" if seconds is None else f"{seconds:.3f}", f"{size:.0f}",
                 "" if seconds is None else f"{seconds / rsync_s:.2f}",
                 f"{size / diff_gz:.2f}", f"{size / file_gz:.2f}"]
-    print(table([row("ops repo sync", sync_s, sync_b), row("rsync -az", rsync_s, rsync_b),
+    over_exec = [r.exec_s for r in rounds if r.exec_s is not None]
+    extra = [row("  the same over exec", median(over_exec), sync_b)] if over_exec else []
+    print(table([row("ops repo sync", sync_s, sync_b), *extra, row("rsync -az", rsync_s, rsync_b),
                  row("change: the diff, gzip", None, diff_gz),
                  row("change: the changed file, gzip", None, file_gz)],
                 ["what", "seconds", "bytes", "time/rsync", "bytes/diff.gz", "bytes/file.gz"]))
