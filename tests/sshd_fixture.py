@@ -292,9 +292,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @contextlib.contextmanager
-def hanging_up(listener: socket.socket) -> Iterator[None]:
+def hanging_up(listener: socket.socket,
+               handle: Callable[[socket.socket], None] | None = None) -> Iterator[None]:
     """While inside: every connection to ``listener`` (bound and listening) is accepted and
-    closed at once, unread, as a booting pod's port forwarder or a dying ssh master does."""
+    closed at once, unread, as a booting pod's port forwarder or a dying ssh master does; or,
+    given ``handle``, closed once ``handle`` is done with it."""
     listener.settimeout(0.2)
     stop = threading.Event()
 
@@ -304,7 +306,9 @@ def hanging_up(listener: socket.socket) -> Iterator[None]:
                 conn, _ = listener.accept()
             except OSError:
                 continue
-            conn.close()
+            with conn:
+                if handle is not None:
+                    handle(conn)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()

@@ -19,7 +19,6 @@ import stat
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,7 +33,7 @@ from ops.hosts.mux import Mux, MuxTarget
 from runner import serve
 
 from .conftest import REPO, Project, git, pod_config
-from .sshd_fixture import SshAlias, Sshd, served_requests
+from .sshd_fixture import SshAlias, Sshd, hanging_up, served_requests
 
 CANARY = "serve-canary-5d0b8e1f"
 
@@ -262,31 +261,16 @@ def stand_in(path: Path, behave: str) -> Iterator[list[bytes]]:
     """A socket where the forward would be: `hangup` closes at once (no hello), `drop`
     says hello, takes the request, and closes without an answer."""
     heard: list[bytes] = []
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    listener.listen(8)
-    listener.settimeout(0.2)
-    stop = threading.Event()
 
-    def run() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                continue
-            with conn:
-                if behave == "drop":
-                    conn.sendall(json.dumps({"schema": serve.SCHEMA}).encode() + b"\n")
-                    heard.append(conn.recv(1 << 16))
+    def drop(conn: socket.socket) -> None:
+        conn.sendall(json.dumps({"schema": serve.SCHEMA}).encode() + b"\n")
+        heard.append(conn.recv(1 << 16))
 
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        yield heard
-    finally:
-        stop.set()
-        thread.join(5)
-        listener.close()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(path))
+        listener.listen(8)
+        with hanging_up(listener, drop if behave == "drop" else None):
+            yield heard
 
 
 def local_path(one: served.Served) -> Path:
