@@ -230,9 +230,10 @@ def _child(conn: socket.socket, log_path: str) -> None:
         conn.settimeout(None)
         started = time.monotonic()
         exit_code, out, err = run_verb(argv, stdin)
+        # noted before the answer goes: whoever got an answer finds its line in the log
+        note_request(log_path, argv[0] if argv else "", exit_code, time.monotonic() - started)
         conn.sendall(json.dumps({"exit": exit_code, "stdout_len": len(out),
                                  "stderr_len": len(err)}).encode() + b"\n" + out + err)
-        note_request(log_path, argv[0] if argv else "", exit_code, time.monotonic() - started)
     except BaseException:  # noqa: BLE001 - the client sees the connection close
         code = 1
     finally:
