@@ -165,7 +165,10 @@ def serve(path: str, idle_s: float) -> int:
     from runner import cli
 
     cli._parser()  # built here once, not in every child
-    os.chdir(os.path.expanduser("~"))
+    for where in (os.path.expanduser("~"), "/"):  # where an exec's command starts
+        with contextlib.suppress(OSError):
+            os.chdir(where)
+            break
     listener = _Listener(path)
     build_dir = os.environ.get("OPS_RUNNER_DIR")
     children: set[int] = set()
