@@ -308,6 +308,14 @@ def test_a_host_that_never_says_hello_is_given_up_on_for_this_master(client: Any
     assert client.calls[-1] == (*RUNNER, "status", "/runs")
 
 
+def test_commands_never_give_up_on_a_resident_runner_that_is_only_gone(client: Any) -> None:
+    with stand_in(local_path(client), "hangup"):
+        for _ in range(3):  # a resident runner gone idle: commands fall back, count nothing
+            assert client.command(RUNNER, ["true"], None) is None
+        client.call(RUNNER, ["status", "/runs"], None, 10)  # this one restarts it
+    assert client.calls[-1][-4:] == ("--serve-idle", "60", "status", "/runs")
+
+
 def test_verbs_it_does_not_take_and_builds_it_cannot_name_go_over_exec(client: Any) -> None:
     client.call(RUNNER, ["exec", "/runs/x"], None, None)
     client.call(("python3", "-m", "runner"), ["status", "/runs"], None, None)

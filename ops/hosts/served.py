@@ -124,7 +124,10 @@ class Served:
         paths = self._paths(runner_argv) if enabled() and argv else None
         if paths is None or self._given_up(paths[0]):
             return None
-        return self._ask(paths[0], argv, [COMMAND, *argv], input_text, None)[0]
+        # no hello counts for nothing here: only a runner call, which restarts the resident
+        # runner when it is gone, can tell a dead one from a host that refuses forwarding
+        return self._ask(paths[0], argv, [COMMAND, *argv], input_text, None,
+                         count_miss=False)[0]
 
     def _exec(self, argv: Sequence[str], input_text: str | None,
               timeout: float | None) -> ExecResult:
@@ -135,9 +138,11 @@ class Served:
     # -- one request ------------------------------------------------------------------------
 
     def _ask(self, local: Path, argv: Sequence[str], args: Sequence[str],
-             input_text: str | None, timeout: float | None) -> tuple[ExecResult | None, bool]:
+             input_text: str | None, timeout: float | None, *,
+             count_miss: bool = True) -> tuple[ExecResult | None, bool]:
         """(the answer through the forward, or None when nothing was sent or a question's
-        answer was lost: the caller asks over exec; whether the forward is in place)."""
+        answer was lost: the caller asks over exec; whether the forward is in place).
+        ``count_miss``: a connection without a hello counts toward giving up."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(HELLO_TIMEOUT_S)
@@ -151,7 +156,8 @@ class Served:
             except (OSError, ValueError):
                 hello = None
             if not hello_ok(hello):  # nothing was sent: safe to ask over exec
-                self._missed(local)
+                if count_miss:
+                    self._missed(local)
                 return None, True
             self._answered(local)
             data = (input_text or "").encode()
