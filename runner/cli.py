@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from runner import __version__, contract, housekeeping, preflight, report_data, status, verbs
+from runner.serve import QUESTION_VERBS  # what `answer` serves in the caller's process
 
 EXIT_BY_KIND = {"usage": 2, "not_found": 3, "conflict": 4, "failed": 1}
-# read-only and quick: what `answer` serves in the caller's process (no stdin, no waiting)
-QUESTION_VERBS = frozenset({"version", "status", "show", "ls", "tail", "report-data"})
 
 
 class _JsonUsageParser(argparse.ArgumentParser):

@@ -41,7 +41,6 @@ import stat
 import struct
 import sys
 import time
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -50,8 +49,10 @@ SCHEMA = "ops.runner_serve/1"
 # not a runner verb: `command ARGV...` runs ARGV with the request's stdin and answers its exit
 # status, stdout and stderr as they are, what an exec over SSH would (ops' code sync uses it)
 COMMAND = "command"
-SERVED_VERBS = frozenset({"version", "status", "show", "ls", "tail", "report-data", "submit",
-                          "submit-sweep", "cancel", "preflight", "housekeeping", COMMAND})
+# read-only and quick: a lost answer is asked again; runner.cli answers them in-process too
+QUESTION_VERBS = frozenset({"version", "status", "show", "ls", "tail", "report-data"})
+SERVED_VERBS = QUESTION_VERBS | {"submit", "submit-sweep", "cancel", "preflight", "housekeeping",
+                                 COMMAND}
 MAX_HEADER = 1 << 16
 MAX_STDIN = 64 << 20
 MAX_LOG = 1 << 20
@@ -301,6 +302,8 @@ def run_verb(argv: Sequence[str], stdin: bytes) -> tuple[int, bytes, bytes]:
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
         except BaseException:  # noqa: BLE001 - what the process would print, and exit 1
+            import traceback
+
             traceback.print_exc()
             code = 1
     return code, out.getvalue().encode(), err.getvalue().encode()

@@ -1,6 +1,6 @@
 """LocalHost: the embedded default; host commands are local processes (one helper runs them).
 
-A runner question (status, show, ls, tail, report-data, version: runner.cli.QUESTION_VERBS) is
+A runner question (status, show, ls, tail, report-data, version: runner.serve.QUESTION_VERBS) is
 answered by the runner's own code in this process, under the same scrubbed environment a runner
 process gets: the same JSON document and exit code as `python -m runner`, without starting a Python
 (0.1 to 0.3 s of CPU a question, once a second under `ops run tail --follow`). Everything
@@ -56,7 +56,8 @@ class LocalHost:
         """The runner's answer to a question verb, computed here (see the module docstring);
         None for any other verb. An unexpected error reads as a runner process that died of
         it: exit 1 and the traceback as stderr."""
-        from runner.cli import QUESTION_VERBS, answer
+        from runner.cli import answer
+        from runner.serve import QUESTION_VERBS
 
         if not args or args[0] not in QUESTION_VERBS:
             return None

@@ -36,13 +36,12 @@ from typing import BinaryIO
 
 from ops.hosts.base import ConnectionLostError, ExecResult, error_reason
 from ops.hosts.mux import MAX_SOCKET_PATH, Mux, idle_seconds
-from runner.serve import COMMAND, SERVED_VERBS, hello_ok
+from runner.serve import COMMAND, QUESTION_VERBS, SERVED_VERBS, hello_ok
 
 SERVE_ENV = "OPS_RUNNER_SERVE"
 HELLO_TIMEOUT_S = 20.0
 MAX_MISSES = 2
 MAX_ANSWER = 1 << 30  # what a header may announce; an exec's output has no bound either
-_QUESTIONS = frozenset({"version", "status", "show", "ls", "tail", "report-data"})
 
 
 def enabled() -> bool:
@@ -167,7 +166,7 @@ class Served:
                 sock.sendall(head + b"\n" + data)
                 return self._answer(reader, argv), True
             except (OSError, ValueError) as exc:
-                if args[0] in _QUESTIONS:
+                if args[0] in QUESTION_VERBS:
                     return None, True  # read-only: asking again over exec changes nothing
                 raise ConnectionLostError(
                     f"the runner on {self.host} stopped answering during `runner {args[0]}` "
