@@ -36,7 +36,6 @@ import os
 import shlex
 import shutil
 import socket
-import stat
 import subprocess
 import tempfile
 import time
@@ -98,15 +97,13 @@ def idle_seconds() -> int:
 
 def private_dir(path: Path) -> bool:
     """Make `path` a directory only we can enter (0700, ours, not a link); False if it is not
-    and cannot be made so (say, another user's)."""
+    and cannot be made so (say, another user's). The resident runner's rule, runner.serve."""
+    from runner.serve import ServeError
+    from runner.serve import private_dir as make_private
+
     try:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        info = path.lstat()
-        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-            return False
-        if stat.S_IMODE(info.st_mode) != 0o700:
-            os.chmod(path, 0o700)
-    except OSError:
+        make_private(path)
+    except (ServeError, OSError):
         return False
     return True
 
