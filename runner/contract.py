@@ -12,8 +12,6 @@ import errno
 import json
 import os
 import re
-import secrets
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -153,7 +151,8 @@ def parse_iso(text: str) -> _dt.datetime:
 def new_run_id(preset: str, now: _dt.datetime | None = None) -> str:
     stamp = (now or utc_now()).strftime("%Y%m%dT%H%M%S")
     base = re.sub(r"[^A-Za-z0-9._-]", "-", preset)[:100] or "run"
-    return validate_run_id(f"{base}-{stamp}-{secrets.token_hex(2)}")
+    # os.urandom(n).hex() is secrets.token_hex(n), without importing secrets (hmac, random)
+    return validate_run_id(f"{base}-{stamp}-{os.urandom(2).hex()}")
 
 
 # ---------------------------------------------------------------------------
@@ -182,6 +181,8 @@ def atomic_write_with(path: Path, write: Callable[[BinaryIO], object],
                       mode: int = 0o644) -> None:
     """Let ``write`` fill a temp file beside ``path``, then flush, fsync, replace, fsync the
     directory: readers see the old file or the new one, never a mix."""
+    import tempfile  # here, not at the top: `ops` imports this module for every command
+
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

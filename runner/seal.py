@@ -12,9 +12,7 @@ A spec without a commitment (runs written before seals existed) is read as befor
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,10 +20,12 @@ KEY_BYTES = 32
 
 
 def new_key() -> str:
-    return secrets.token_hex(KEY_BYTES)
+    return os.urandom(KEY_BYTES).hex()  # secrets.token_hex, without importing secrets
 
 
 def commitment(key: str) -> str:
+    import hashlib
+
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -45,6 +45,8 @@ def problem(summary: Mapping[str, Any], spec: Mapping[str, Any] | None) -> str |
     key = summary.get("seal")
     if not isinstance(key, str) or len(key) > 4 * KEY_BYTES:
         return "summary.json carries no seal: it was not written by the run's wrapper"
+    import hmac
+
     if not hmac.compare_digest(commitment(key), expected):
         return "summary.json carries a wrong seal: it was not written by the run's wrapper"
     return None

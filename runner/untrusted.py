@@ -10,12 +10,10 @@ RecursionError escape. ``runner.contract`` re-exports them. Standard library onl
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -193,15 +191,19 @@ def read_json_or_none(path: Path, limit: int | None = None) -> dict[str, Any] | 
         return None
 
 
-@dataclass
 class JsonlRead:
-    """Records of a JSONL file; a torn last line is dropped and reported, not fatal."""
+    """Records of a JSONL file; a torn last line is dropped and reported, not fatal. (A plain
+    class: this module is imported by every `ops` command, and a dataclass costs about 1 ms
+    of start-up to create.)"""
 
-    records: list[dict[str, Any]] = field(default_factory=list)
-    torn_tail: bool = False
-    bad_lines: list[int] = field(default_factory=list)  # 1-based, complete but unparseable
-    problem: str | None = None  # the file could not be read at all (not a regular file, ...)
-    truncated: bool = False  # only the first ``limit`` bytes were read
+    __slots__ = ("bad_lines", "problem", "records", "torn_tail", "truncated")
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.torn_tail = False
+        self.bad_lines: list[int] = []  # 1-based, complete but unparseable
+        self.problem: str | None = None  # the file could not be read at all (not regular...)
+        self.truncated = False  # only the first ``limit`` bytes were read
 
     @property
     def warnings(self) -> list[str]:
@@ -289,6 +291,8 @@ def sha256_file(path: Path, *, follow_symlinks: bool = True) -> str:
     """SHA-256 of a regular file (FileNotFoundError when absent, ContractError when it is not
     a regular file). Files of a run dir are hashed with ``follow_symlinks=False``; a dataset's
     files (outside any run dir, often links into a cache) are followed."""
+    import hashlib  # only here: every `ops` command imports this module
+
     digest = hashlib.sha256()
     with open_regular(Path(path), follow_symlinks=follow_symlinks) as fh:
         while chunk := fh.read(1 << 20):

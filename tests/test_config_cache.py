@@ -5,6 +5,7 @@ upgrade starts afresh (issue 14)."""
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import pickle
 import stat
@@ -118,8 +119,10 @@ def test_a_corrupt_entry_is_ignored_and_rewritten(config_path: Path, damage: str
     assert cache.load(entry.name) is not None  # rewritten whole by that load
 
 
-def test_a_stale_pickle_with_a_good_checksum_is_a_miss(config_path: Path) -> None:
-    payload = pickle.dumps({"not": "a config"})
+@pytest.mark.parametrize("payload", [marshal.dumps({"not": "a config"}),
+                                     pickle.dumps(({"not": "a config"}, b""))],
+                         ids=["not-an-entry", "pickled-by-an-older-ops"])
+def test_a_stale_entry_with_a_good_checksum_is_a_miss(config_path: Path, payload: bytes) -> None:
     entry = cache.cache_dir() / _key(config_path)
     load_config(config_path)
     entry.write_bytes(cache.MAGIC + cache._header(payload) + b"\n" + payload)
@@ -149,7 +152,7 @@ def test_models_that_no_longer_unpickle_are_validated_again_and_stored(
     load_config(config_path)
     key = _key(config_path)
     dumped, _ = cache.load(key) or ({}, b"")
-    payload = pickle.dumps((dumped, b"\x80\x04not models"))
+    payload = marshal.dumps((dumped, b"\x80\x04not models"))
     (cache.cache_dir() / key).write_bytes(cache.MAGIC + cache._header(payload) + b"\n"
                                           + payload)
     loaded = load_config(config_path)

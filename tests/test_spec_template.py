@@ -9,7 +9,7 @@ import os
 import stat
 import subprocess
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -259,7 +259,7 @@ def test_the_key_follows_the_config_the_code_and_what_is_asked(
     path.write_text(path.read_text().replace('"lr": 0.05', '"lr": 0.06'))
     loaded = load_config(path)
     assert key() != before
-    assert spec_template.key_of(replace(loaded, cache_key=""), "local", "smoke", (), False) \
+    assert spec_template.key_of(loaded._replace(cache_key=""), "local", "smoke", (), False) \
         is None
 
 
@@ -309,7 +309,7 @@ def test_a_template_is_a_private_checksummed_file_and_a_planted_one_is_what_is_r
     assert stat.S_IMODE(entry.lstat().st_mode) == 0o600
     template = spec_template.load(key)
     assert template is not None and template.spec["preset"] == "smoke"
-    spec_template.store(key, replace(template, spec={**template.spec, "preset": "planted"}))
+    spec_template.store(key, template._replace(spec={**template.spec, "preset": "planted"}))
     found = spec_template.load(key)
     assert found is not None and found.spec["preset"] == "planted"
 

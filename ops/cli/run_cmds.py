@@ -108,8 +108,6 @@ def _launch(loaded: LoadedConfig, target: runs.Target, preset: str | None,
     """A new run of PRESET, an eval of FROM_ID's checkpoint, or a resume of RESUME_ID (the
     two ids may be prefixes, @last or -N). A new run finds its preflight arguments with its
     spec (from the preset's spec template when there is one)."""
-    from dataclasses import replace
-
     from ops.services import submit
 
     if not from_id and not resume_id:
@@ -118,7 +116,7 @@ def _launch(loaded: LoadedConfig, target: runs.Target, preset: str | None,
     from ops.services import preflight, resolve
 
     if check_preflight:
-        code = replace(code, preflight=tuple(preflight.preflight_args(loaded, target, preset)))
+        code = code._replace(preflight=tuple(preflight.preflight_args(loaded, target, preset)))
     if from_id:
         from ops.services import evaluation  # it reads the models: an eval has no template
 

@@ -6,14 +6,12 @@ import json
 import sys
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, NamedTuple, Protocol
 
 from ops.errors import ConflictError, HostError, NotFoundError, OpsError, UsageError
 
 
-@dataclass(frozen=True)
-class ExecResult:
+class ExecResult(NamedTuple):
     host: str
     argv: tuple[str, ...]
     exit_code: int

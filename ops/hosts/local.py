@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,6 +74,8 @@ class LocalHost:
     def stream(self, argv: Sequence[str], *, input_bytes: bytes = b"") -> Iterator[BinaryIO]:
         """stdout as a pipe; stderr into a temp file, so that a chatty command cannot fill a
         pipe nobody reads and stall."""
+        import tempfile  # here: every `ops` command imports this module, few stream
+
         with tempfile.TemporaryFile() as errors:
             proc = subprocess.Popen(list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                     stderr=errors, env=scrubbed_env())

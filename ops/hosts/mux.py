@@ -34,15 +34,12 @@ import hashlib
 import json
 import os
 import shlex
-import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from ops.hosts.known_hosts import KnownHosts
@@ -85,7 +82,19 @@ def aes_in_hardware() -> bool:
 
 
 def enabled() -> bool:
-    return os.environ.get(MUX_ENV, "1") != "0" and shutil.which("ssh") is not None
+    return os.environ.get(MUX_ENV, "1") != "0" and _ssh_on_path()
+
+
+def _ssh_on_path() -> bool:
+    """Whether `shutil.which("ssh")` finds one (an executable regular file in a PATH
+    directory), without importing shutil, which imports bz2 and lzma, on every command."""
+    if os.environ.get("PATH") == "":
+        return False  # as shutil.which: an empty PATH names no directory at all
+    for directory in os.get_exec_path():
+        candidate = os.path.join(directory, "ssh")
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return True
+    return False
 
 
 def idle_seconds() -> int:
@@ -111,8 +120,10 @@ def private_dir(path: Path) -> bool:
 def control_dir(repo_root: Path) -> Path | None:
     """Where sockets live: $XDG_RUNTIME_DIR/ops-mux, else the project's .ops/mux, else
     /tmp/ops-mux-UID, the first that is private and short enough for a socket path."""
-    candidates = [repo_root / ".ops" / "mux",
-                  Path(tempfile.gettempdir()) / f"ops-mux-{os.getuid()}"]
+    # the last: $TMPDIR, else /tmp, as tempfile.gettempdir() finds it on a POSIX system,
+    # without its import (which would cost every command in a deep repository path)
+    tmp = Path(os.environ.get("TMPDIR") or "/tmp")  # noqa: S108
+    candidates = [repo_root / ".ops" / "mux", tmp / f"ops-mux-{os.getuid()}"]
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime:
         candidates.insert(0, Path(runtime) / "ops-mux")
@@ -134,8 +145,7 @@ def _ssh_config() -> Path:
     return Path.home() / ".ssh" / "config"
 
 
-@dataclass(frozen=True)
-class MuxTarget:
+class MuxTarget(NamedTuple):
     """What the OpenSSH command line needs of a resolved target (ops.hosts.ssh_config's
     SSHTarget, without a jump host or a proxy command)."""
 
@@ -171,8 +181,7 @@ class MuxTarget:
                    bool(doc["identities_only"]), timeout, str(doc["host_key_name"]))
 
 
-@dataclass(frozen=True)
-class MuxCommandResult:
+class MuxCommandResult(NamedTuple):
     exit_code: int
     stdout: bytes
     stderr: bytes
@@ -316,6 +325,8 @@ class Mux:
         argv = ["ssh", "-M", "-N", "-f", "-o", f"ControlPersist={idle_seconds()}",
                 *self._options()]
         limit = int(self.target.connect_timeout or 10) + 5
+        import tempfile  # only a master's start needs it (it imports shutil, random)
+
         with tempfile.TemporaryFile() as errors:
             try:
                 proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

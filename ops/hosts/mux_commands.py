@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import BinaryIO
@@ -44,6 +43,8 @@ def mux_stream(mux: Mux, host: str, argv: Sequence[str],
     """The command's stdout is the ssh client's pipe (OpenSSH's C crypto and buffering, no
     Python in the byte path); stderr goes to a file, so that neither pipe can stall the other.
     An error inside the block kills the client, which stops the command."""
+    import tempfile  # only a stream needs it (it imports shutil, random)
+
     with tempfile.TemporaryFile() as errors:
         proc = mux.popen(argv, errors)
         assert proc.stdin is not None and proc.stdout is not None  # noqa: S101 - PIPEs

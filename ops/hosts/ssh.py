@@ -21,17 +21,15 @@ import contextlib
 import errno
 import importlib
 import posixpath
-import secrets
 import select
 import shlex
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from ops.errors import HostError, NotFoundError, OpsError
 from ops.hosts.base import (
@@ -79,8 +77,7 @@ class HostAuthError(HostError):
     """The server refused every key offered: retrying would not help."""
 
 
-@dataclass(frozen=True)
-class ConnectPolicy:
+class ConnectPolicy(NamedTuple):
     retry_for: float = 60.0
     """Seconds to keep retrying a refused/timed-out connect (a pod that is still booting)."""
     connect_timeout: float = 10.0
@@ -305,6 +302,8 @@ class SSHHost:
     def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
         """Write a file over SFTP atomically (temp file, then rename), with `mode` set before
         any byte is written. Parent directories are created (0700). Never a command line."""
+        import secrets  # only an SFTP write needs it (it imports hmac, random, base64)
+
         path = self.expand(path)
         parent, base = posixpath.split(path)
         self.makedirs(parent)
@@ -564,7 +563,8 @@ def _collect(chan: paramiko.Channel, deadline: float | None, what: str,
 
 def open_host(spec: str, *, repo_root: Path, hosts: Mapping[str, HasAddress] | None = None,
               accept_new: bool = False, python: str = "python3",
-              retry_for: float = ConnectPolicy.retry_for, multiplex: bool = True) -> SSHHost:
+              retry_for: float = ConnectPolicy._field_defaults["retry_for"],
+              multiplex: bool = True) -> SSHHost:
     """An SSHHost for a host spec, trusting keys per the project's .ops/known_hosts policy;
     `multiplex=False` keeps every byte on paramiko (no shared OpenSSH master)."""
     policy = ConnectPolicy(retry_for=retry_for)

@@ -21,9 +21,8 @@ import io
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import runner
 from ops.errors import HostError
@@ -91,8 +90,7 @@ class RunnerHost(Host, Protocol):
     def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None: ...
 
 
-@dataclass(frozen=True)
-class RunnerBuild:
+class RunnerBuild(NamedTuple):
     version: str
     digest: str
     files: tuple[tuple[str, bytes], ...]
@@ -128,8 +126,7 @@ def local_build() -> RunnerBuild:
     return RunnerBuild(runner.__version__, digest.hexdigest(), tuple(files))
 
 
-@dataclass(frozen=True)
-class RunnerInfo:
+class RunnerInfo(NamedTuple):
     """What `ensure_runner` found or did on the host."""
 
     build_id: str
@@ -151,8 +148,7 @@ class RunnerInfo:
                 "python": self.python, "venv": self.venv, "actions": list(self.actions)}
 
 
-@dataclass(frozen=True)
-class _Probe:
+class _Probe(NamedTuple):
     doc: dict[str, Any]
 
     def runner_ok(self, build: RunnerBuild) -> bool:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from ops.config.loader import LoadedConfig, source_of
 from ops.config.settings import remote_outputs_default
@@ -30,8 +30,7 @@ COUNT_LIMIT = 200  # runs counted there: enough to say "200+"
 SPEC_LIMIT = 1 << 20  # bytes of a spec.json read there (a spec is kilobytes)
 
 
-@dataclass(frozen=True)
-class OutputsRoot:
+class OutputsRoot(NamedTuple):
     """The outputs root of one host, and the setting and file it came from."""
 
     host: str
@@ -41,7 +40,7 @@ class OutputsRoot:
     source: str  # default, project.json, project.local.json or .ops/pods.json
 
     def to_json(self) -> dict[str, str]:
-        return asdict(self)
+        return dict(self._asdict())
 
 
 def local_outputs_root(loaded: LoadedConfig) -> Path:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ops.config.loader import LoadedConfig, lookup_preset, resolve_preset
 from ops.errors import PreflightError
@@ -22,8 +21,7 @@ KIND_MODULES: dict[str, tuple[str, ...]] = {
 }
 
 
-@dataclass(frozen=True)
-class Needs:
+class Needs(NamedTuple):
     """What the presets of a submit ask preflight to check, as project.json says it: the
     Python modules their kinds import and their dataset dirs (one entry a preset, None for
     none), before these are placed on a host (``needs_args``)."""

@@ -11,9 +11,8 @@ import datetime as dt
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ops.errors import NotFoundError, UsageError
 from ops.services import runs as runs_service
@@ -32,8 +31,7 @@ class AmbiguousRunError(UsageError):
     """A prefix that names more than one run."""
 
 
-@dataclass(frozen=True)
-class Listing:
+class Listing(NamedTuple):
     """The runs a table shows, newest first, and where they were looked for."""
 
     runs: list[dict[str, Any]]
@@ -46,8 +44,7 @@ class Listing:
         return f"no runs match the filters ({self.total} in {self.where})"
 
 
-@dataclass(frozen=True)
-class TableFilter:
+class TableFilter(NamedTuple):
     """--status, --preset, --since and -n of the run table."""
 
     statuses: tuple[str, ...] = ()

@@ -6,8 +6,7 @@ import base64
 import binascii
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ops.errors import HostError, NotFoundError, RunOutcome, UsageError
 from ops.hosts.base import ConnectionLostError, Host, call_runner
@@ -17,8 +16,7 @@ from runner import contract
 TAIL_CHUNK = 1 << 20
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):
     """A host and where runs live on it."""
 
     host: Host

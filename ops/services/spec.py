@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ops.config.loader import LoadedConfig, ResolvedPreset
 from ops.errors import UsageError
@@ -15,8 +14,7 @@ if TYPE_CHECKING:  # the models are imported where a spec is built, not with thi
     from ops.config.models import CommandPreset
 
 
-@dataclass(frozen=True)
-class HostPaths:
+class HostPaths(NamedTuple):
     """Where things live on the host a run goes to."""
 
     outputs_root: str

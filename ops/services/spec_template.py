@@ -25,9 +25,8 @@ import copy
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ops.config import cache
 from ops.config.loader import LoadedConfig, ResolvedPreset
@@ -66,8 +65,7 @@ _TEMPLATE_RUN = "spec-template"
 _TEMPLATE_PATHS = HostPaths(outputs_root="/spec-template/runs", ops_home="/spec-template/home")
 
 
-@dataclass(frozen=True)
-class SpecTemplate:
+class SpecTemplate(NamedTuple):
     """The config-derived part of one preset's spec, and what a submit of it needs."""
 
     preset: str

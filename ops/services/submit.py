@@ -13,8 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ops.config.loader import LoadedConfig, ResolvedPreset, lookup_preset, resolve_preset
 from ops.errors import HostError, UsageError
@@ -32,8 +31,7 @@ if TYPE_CHECKING:  # --set parsing imports the models: a submit with a template 
     from ops.config.overrides import Grid
 
 
-@dataclass(frozen=True)
-class Submitted:
+class Submitted(NamedTuple):
     run_ids: list[str]
     run_dirs: list[str]
     host: str
@@ -41,8 +39,8 @@ class Submitted:
     tmux_socket: str
     sweep_id: str | None = None
     parent_run_id: str | None = None
-    notes: list[str] = field(default_factory=list)
-    slurm_job_ids: list[str] = field(default_factory=list)  # a slurm host: one job per run
+    notes: tuple[str, ...] = ()
+    slurm_job_ids: Sequence[str] = ()  # a slurm host: one job per run
     parallel: bool = False  # a sweep whose members were all submitted at once (SLURM)
 
     @property
@@ -54,7 +52,7 @@ class Submitted:
                 "run_dirs": self.run_dirs, "sweep_id": self.sweep_id,
                 "parent_run_id": self.parent_run_id, "host": self.host,
                 "tmux_session": self.tmux_session, "tmux_socket": self.tmux_socket,
-                "slurm_job_ids": self.slurm_job_ids}
+                "slurm_job_ids": list(self.slurm_job_ids)}
 
 
 def member_note(done: Submitted, index: int) -> str | None:
@@ -79,8 +77,7 @@ def _run_id(given: str | None, preset: str) -> str:
         raise UsageError(str(exc)) from exc
 
 
-@dataclass(frozen=True)
-class CodeChoice:
+class CodeChoice(NamedTuple):
     """Which code a run uses: on the local host without a ref, the working tree as it is;
     otherwise the commit of ``ref`` (HEAD by default) synced to an immutable tree there.
     ``preflight``: the runner's preflight arguments (ops.services.preflight.preflight_args),
@@ -113,14 +110,16 @@ class CodeChoice:
         return plan.code
 
 
+_ANY_CODE = CodeChoice()  # the default choice: immutable, so one is shared by every call
+
+
 def _code_block(local: LocalCommit, code_dir: str) -> dict[str, Any]:
     """The `code` block of a spec (the keys of ops.gitinfo.code_info)."""
     return {"dir": code_dir, "commit": local.commit, "ref": local.ref, "branch": local.branch,
             "dirty": local.dirty, "base_commit": local.base_commit}
 
 
-@dataclass(frozen=True)
-class _Sync:
+class _Sync(NamedTuple):
     found: SyncPlan
 
     def __call__(self, *, stale: bool = False) -> None:
@@ -130,15 +129,18 @@ class _Sync:
         found.sync()
 
 
-@dataclass
 class CodePlan:
     """The code block of the specs, and what the launching runner call checks first: that
     the tree is there (for synced code) and preflight (when asked)."""
 
-    code: dict[str, Any]
-    preflight: tuple[str, ...] | None = None
-    syncer: _Sync | None = None  # None: the local working tree itself, nothing to sync
-    synced: bool = False  # by this submit already
+    __slots__ = ("code", "preflight", "synced", "syncer")
+
+    def __init__(self, code: dict[str, Any], preflight: tuple[str, ...] | None = None,
+                 syncer: _Sync | None = None, synced: bool = False) -> None:
+        self.code = code
+        self.preflight = preflight
+        self.syncer = syncer  # None: the local working tree itself, nothing to sync
+        self.synced = synced  # by this submit already
 
     def sync(self, *, stale: bool = False) -> None:
         if self.syncer is not None:
@@ -196,7 +198,7 @@ def _spec(loaded: LoadedConfig, target: Target, resolved: ResolvedPreset, run_id
 
 def submit(loaded: LoadedConfig, target: Target, preset: str, sets: Sequence[str] = (), *,
            run_id: str | None = None, environ: Mapping[str, str] | None = None,
-           debug: bool = False, code: CodeChoice = CodeChoice(),
+           debug: bool = False, code: CodeChoice = _ANY_CODE,
            check_preflight: bool = False) -> Submitted:
     """One run of a preset; a sweep preset goes to submit_sweep, a --set with several values
     (a grid) to submit_grid. ``check_preflight``: the launching call checks preflight for the
@@ -210,7 +212,7 @@ def submit(loaded: LoadedConfig, target: Target, preset: str, sets: Sequence[str
     template = spec_template.load(key)
     if template is None:
         if check_preflight:  # first, as always: an unknown preset is named before a bad --set
-            code = replace(code, preflight=tuple(preflight.preflight_args(loaded, target,
+            code = code._replace(preflight=tuple(preflight.preflight_args(loaded, target,
                                                                           preset)))
         several = _submit_several(loaded, target, preset, sets, run_id=run_id,
                                   environ=environ, debug=debug, code=code)
@@ -220,7 +222,7 @@ def submit(loaded: LoadedConfig, target: Target, preset: str, sets: Sequence[str
                                       resolve_preset(loaded.config, preset, sets, debug=debug))
         spec_template.store(key, template)
     elif check_preflight:
-        code = replace(code, preflight=tuple(template.preflight_args(loaded, target)))
+        code = code._replace(preflight=tuple(template.preflight_args(loaded, target)))
     run_id = _run_id(run_id, preset)
     secrets = template.secret_values(os.environ if environ is None else environ)
     plan = code.plan(loaded, target)
@@ -263,7 +265,7 @@ def _launch_one(target: Target, spec: dict[str, Any], secrets: Mapping[str, str]
 
 def submit_sweep(loaded: LoadedConfig, target: Target, name: str, sets: Sequence[str] = (), *,
                  environ: Mapping[str, str] | None = None, debug: bool = False,
-                 code: CodeChoice = CodeChoice()) -> Submitted:
+                 code: CodeChoice = _ANY_CODE) -> Submitted:
     """Every member as its own run, in order, grouped by one sweep id; one round trip."""
     from ops.config.models import SweepPreset
 
@@ -293,7 +295,7 @@ def submit_sweep(loaded: LoadedConfig, target: Target, name: str, sets: Sequence
 
 def submit_grid(loaded: LoadedConfig, target: Target, preset: str, grid: Grid, *,
                 environ: Mapping[str, str] | None = None, debug: bool = False,
-                code: CodeChoice = CodeChoice()) -> Submitted:
+                code: CodeChoice = _ANY_CODE) -> Submitted:
     """One run of ``preset`` per combination of the grid's axes, as a sweep (in order); the
     sweep's record keeps the grid (secret values redacted). Every combination is checked
     before anything is created."""
@@ -348,7 +350,7 @@ def grid_record(preset: str, grid: Grid, combos: Sequence[Mapping[str, str]],
 
 def resume(loaded: LoadedConfig, target: Target, parent_id: str, sets: Sequence[str] = (), *,
            run_id: str | None = None, environ: Mapping[str, str] | None = None,
-           debug: bool = False, code: CodeChoice = CodeChoice()) -> Submitted:
+           debug: bool = False, code: CodeChoice = _ANY_CODE) -> Submitted:
     """A new run of the parent's preset and overrides that continues where the parent stopped."""
     parent_spec = show(target, parent_id, contract.SPEC)
     preset_name = str(parent_spec.get("preset"))

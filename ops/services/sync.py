@@ -27,13 +27,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from ops.errors import HostError, NotFoundError, OpsError, UsageError
 from ops.hosts.base import ExecResult, HostCommandError, human_size, progress
@@ -55,8 +53,7 @@ REUSE_DEPTH = 200  # how far back the first-parent history is searched for a tre
 FETCH_TIMEOUT_S = 300.0
 
 
-@dataclass(frozen=True)
-class LocalCommit:
+class LocalCommit(NamedTuple):
     """The commit to sync, as resolved in the local repository."""
 
     commit: str
@@ -68,8 +65,7 @@ class LocalCommit:
     head: bool = False  # the commit is what HEAD pointed at when resolved
 
 
-@dataclass(frozen=True)
-class SyncResult:
+class SyncResult(NamedTuple):
     host: str
     commit: str
     ref: str
@@ -90,11 +86,10 @@ class SyncResult:
                 "branch": self.branch, "dirty": self.dirty, "base_commit": self.base_commit}
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return self._asdict()
 
 
-@dataclass(frozen=True)
-class _Sent:
+class _Sent(NamedTuple):
     method: Method
     bytes_sent: int = 0
     commits_sent: int = 0
@@ -109,8 +104,7 @@ def sync_ref(host: SyncHost, repo_root: Path, ref: str, *, ops_home: str,
     return plan.sync()
 
 
-@dataclass(frozen=True)
-class SyncPlan:
+class SyncPlan(NamedTuple):
     """A resolved commit for one host, what this clone knows of that host, and the bundle
     already made for it when it is the child of a commit the host holds."""
 
@@ -231,8 +225,7 @@ class _Resolving:
                            self.commit, (self.commit,))
 
 
-@dataclass(frozen=True)
-class _Ref:
+class _Ref(NamedTuple):
     commit: str
     branch: str | None  # the ref's local branch name, if it is one
     current: str  # the checked-out branch, "" when HEAD is detached
@@ -336,6 +329,8 @@ def _snapshot(repo: Path, base: str) -> str:
     """Commit the working tree on top of ``base`` through a temporary index. The same tree on
     the same base always gives the same commit (fixed identity, base's date), so re-syncing an
     unchanged dirty tree finds it on the host."""
+    import tempfile  # here, not at the top: a warm submit never gets here (issue 14)
+
     stamp = f"@{_out(repo, 'show', '-s', '--format=%ct', base)} +0000"
     with tempfile.TemporaryDirectory(prefix="ops-snapshot-") as tmp:
         env = {**scrubbed_env(), "GIT_INDEX_FILE": str(Path(tmp) / "index"),
@@ -353,8 +348,7 @@ def _snapshot(repo: Path, base: str) -> str:
 
 # -- what to send --------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class _OneCommit:
+class _OneCommit(NamedTuple):
     """A commit whose parent the host holds: the bundle of it alone, and the parent's tree
     as the base to reuse (None when attributes forbid it)."""
 
@@ -477,6 +471,8 @@ def _send(host: SyncHost, repo: Path, home: str, commit: str, record: synced.Rec
 
 def _bundle(repo: Path, name: str, exclude_args: list[str]) -> bytes:
     """A bundle of the ref ``name`` (the host reads the commits, never the ref's name)."""
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="ops-bundle-") as tmp:
         path = Path(tmp) / "sync.bundle"
         _git(repo, "bundle", "create", "-q", str(path), name, *exclude_args)
@@ -534,6 +530,8 @@ def _tree_reusable(repo: Path, record: synced.Record, base: str, commit: str) ->
 def _send_archive(host: SyncHost, repo: Path, home: str, commit: str,
                   state: HostState) -> _Sent:
     """The host has no git: send the tree as a tar.gz of `git archive`."""
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="ops-archive-") as tmp:
         path = Path(tmp) / "tree.tar.gz"
         _git(repo, "archive", "--format=tar.gz", "-o", str(path), commit)

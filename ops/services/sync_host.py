@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import base64
 import re
-import secrets
-from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 from ops.errors import HostError
 from ops.hosts.base import ExecResult, Host
@@ -157,16 +155,14 @@ class SyncHost(Host, Protocol):
     def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None: ...
 
 
-@dataclass(frozen=True)
-class HostState:
+class HostState(NamedTuple):
     git: bool
     base64: bool
     tips: list[str]  # commits the mirror holds, with their history
     trees: list[str]  # commits with a tree under code/
 
 
-@dataclass(frozen=True)
-class Applied:
+class Applied(NamedTuple):
     outcome: Literal["done", "present", "stale"]
     reused: str | None = None  # the base whose tree was hard-linked
     state: HostState | None = None  # with "stale": what the host has
@@ -189,6 +185,8 @@ def apply(host: SyncHost, home: str, commit: str, mode: str, *, payload: bytes |
     if payload is not None and inline and len(payload) <= INLINE_MAX_BYTES:
         path, stdin = "-", base64.b64encode(payload).decode()
     elif payload is not None:
+        import secrets  # here, not at the top: a warm submit never gets here (issue 14)
+
         path = f"{home}/uploads/sync-{secrets.token_hex(8)}"
         host.write_file(path, payload, 0o600)
     result = host.exec(["sh", "-c", APPLY_SCRIPT, "ops-sync", home, commit, mode, path,

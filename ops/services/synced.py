@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +95,8 @@ class Record:
         if not self.changed:
             return
         doc = {"schema": SCHEMA, "hosts": self.hosts, "plain": self.plain}
+        import tempfile  # here, not at the top: most commands change nothing
+
         with contextlib.suppress(OSError):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)

@@ -10,9 +10,8 @@ each host has is ops.services.outputs_root's rule.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from ops.config.loader import LoadedConfig
 from ops.config.settings import DEFAULT_PYTHON
@@ -33,8 +32,7 @@ LOCAL_NAMES = ("local",)
 RUNNERS_SEEN = ".ops/runners.json"  # per host and build: the runner command that last worked
 
 
-@dataclass(frozen=True)
-class Resolved:
+class Resolved(NamedTuple):
     """What a name means before anything is connected."""
 
     name: str
@@ -46,8 +44,7 @@ class Resolved:
     pod: PodRecord | None = None
 
 
-@dataclass(frozen=True)
-class _Address:
+class _Address(NamedTuple):
     """A project.json host as ssh_config.resolve_target reads it (HasAddress)."""
 
     address: str
