@@ -11,6 +11,7 @@ are much steadier than wall times.
 
 from __future__ import annotations
 
+import os
 import resource
 import shutil
 from collections.abc import Iterator
@@ -100,6 +101,27 @@ class KeptCopies:
             return False
         self.kept.append(dest)
         return True
+
+    @staticmethod
+    def evict(dest: Path) -> None:
+        """Drop a kept copy's pages from the page cache (after os.sync(), so they are clean).
+
+        Kept copies would otherwise fill memory round by round (three tools x 546 MB each),
+        and every later round then pays for reclaim: measured here, each tool's laptop CPU
+        grew by about 2 s from the first round to the fifth, the same for all three, which
+        reads as a worse ratio for whichever tool is fastest. Evicting keeps every round's
+        memory where the first round had it; the files stay on disk, and the host's run dir
+        (the source) stays cached for every tool alike."""
+        for root, _dirs, names in os.walk(dest):
+            for name in names:
+                try:
+                    fd = os.open(os.path.join(root, name), os.O_RDONLY | os.O_NOFOLLOW)
+                except OSError:
+                    continue
+                try:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                finally:
+                    os.close(fd)
 
     def remove(self) -> None:
         for dest in self.kept:
