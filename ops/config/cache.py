@@ -25,7 +25,6 @@ the same functions (``read_entry``, ``write_entry``), with a count of its own.
 
 from __future__ import annotations
 
-import hashlib
 import marshal
 import os
 import stat
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ops import __version__
+from runner.digest import sha256
 
 if TYPE_CHECKING:
     from ops.config.models import ProjectConfig
@@ -64,7 +64,7 @@ def key_of(project_bytes: bytes, local_bytes: bytes | None) -> str:
 
 def digest_of(*parts: bytes) -> str:
     """sha256 of ``parts``, each prefixed with its length (so no two lists of parts collide)."""
-    digest = hashlib.sha256()
+    digest = sha256()
     for part in parts:
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
@@ -172,7 +172,7 @@ def write_entry(name: str, magic: bytes, payload: bytes, sub: str | None = None,
 
 
 def _header(payload: bytes) -> bytes:
-    return f"sha256={hashlib.sha256(payload).hexdigest()}".encode()
+    return f"sha256={sha256(payload).hexdigest()}".encode()
 
 
 def _private_dir(sub: str | None = None, *, create: bool) -> Path | None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
-import hashlib
 import json
 import os
 import shlex
@@ -40,6 +39,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, NamedTuple
+
+from runner.digest import sha256
 
 if TYPE_CHECKING:
     from ops.hosts.known_hosts import KnownHosts
@@ -201,7 +202,7 @@ class Mux:
                           target.identities_only, target.connect_timeout,
                           [_file_stamp(p) for p in self.trust_sources]])
         self.directory = directory
-        name = hashlib.sha256(key.encode()).hexdigest()[:_NAME_LEN]
+        name = sha256(key.encode()).hexdigest()[:_NAME_LEN]
         self.socket = directory / name
         self.trust_file = directory / f"{name}.known_hosts"
         self.home_file = directory / f"{name}.home"
@@ -223,7 +224,7 @@ class Mux:
     @staticmethod
     def _spec_file(directory: Path, spec: str, address: str | None, repo_root: Path) -> Path:
         key = json.dumps([spec, address, str(repo_root), _file_stamp(_ssh_config())])
-        return directory / f"spec-{hashlib.sha256(key.encode()).hexdigest()[:_NAME_LEN]}.json"
+        return directory / f"spec-{sha256(key.encode()).hexdigest()[:_NAME_LEN]}.json"
 
     def remember_spec(self, spec: str, address: str | None, repo_root: Path) -> None:
         """Note which target a host spec resolved to (while ~/.ssh/config is unchanged), so

@@ -25,7 +25,6 @@ way once a resident runner answers, run by it as an exec would run them; they ne
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import posixpath
@@ -36,6 +35,7 @@ from typing import BinaryIO
 
 from ops.hosts.base import ConnectionLostError, ExecResult, error_reason
 from ops.hosts.mux import MAX_SOCKET_PATH, Mux, idle_seconds
+from runner.digest import sha256
 from runner.serve import COMMAND, QUESTION_VERBS, SERVED_VERBS, hello_ok
 
 SERVE_ENV = "OPS_RUNNER_SERVE"
@@ -49,7 +49,7 @@ def enabled() -> bool:
 
 
 def _digest(text: str, size: int) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:size]
+    return sha256(text.encode()).hexdigest()[:size]
 
 
 def remote_socket(runner_argv: Sequence[str]) -> str | None:

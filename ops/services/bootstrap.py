@@ -16,7 +16,6 @@ else the host's python as configured.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import time
@@ -27,6 +26,7 @@ from typing import Any, NamedTuple, Protocol
 import runner
 from ops.errors import HostError
 from ops.hosts.base import Host, HostCommandError
+from runner.digest import sha256
 from runner.schemas import schema_dir
 
 # module -> pip requirement, as pinned in pyproject.toml
@@ -119,7 +119,7 @@ def local_build() -> RunnerBuild:
              for p in package.rglob("*.py") if "__pycache__" not in p.parts]
     files += [(f"runner/schemas/{p.name}", p.read_bytes()) for p in schema_dir().glob("*.json")]
     files.sort()
-    digest = hashlib.sha256()
+    digest = sha256()
     for name, data in files:
         digest.update(f"{name}\0{len(data)}\0".encode())
         digest.update(data)

@@ -11,7 +11,6 @@ report instead of failing, so an optimistic first attempt costs no extra round t
 
 from __future__ import annotations
 
-import base64
 import re
 from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
@@ -183,9 +182,11 @@ def apply(host: SyncHost, home: str, commit: str, mode: str, *, payload: bytes |
     """Make code/<commit> from the payload (a bundle, a tar.gz, or nothing for "mirror")."""
     path, stdin = "", None
     if payload is not None and inline and len(payload) <= INLINE_MAX_BYTES:
+        import base64  # here, not at the top: a warm submit never gets here (issue 14)
+
         path, stdin = "-", base64.b64encode(payload).decode()
     elif payload is not None:
-        import secrets  # here, not at the top: a warm submit never gets here (issue 14)
+        import secrets
 
         path = f"{home}/uploads/sync-{secrets.token_hex(8)}"
         host.write_file(path, payload, 0o600)
