@@ -10,10 +10,12 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from click.shell_completion import CompletionItem
+
+if TYPE_CHECKING:  # imported when a shell asks for completions, not by every command
+    from click.shell_completion import CompletionItem
 
 RECENT_ARG_RE = re.compile(r"-[1-9][0-9]{0,5}")
 INSTALL_LINE = 'eval "$(_OPS_COMPLETE=bash_source ops)"'
@@ -40,6 +42,8 @@ def _loaded(ctx: click.Context) -> Any:
 def _quietly(produce: Callable[[click.Context], list[str]]) -> Callable[..., list[CompletionItem]]:
     def complete(ctx: click.Context, _param: click.Parameter,
                  incomplete: str) -> list[CompletionItem]:
+        from click.shell_completion import CompletionItem
+
         try:
             names = produce(ctx)
         except Exception:  # noqa: BLE001 - completion offers nothing rather than a traceback
