@@ -123,7 +123,7 @@ def control_dir(repo_root: Path) -> Path | None:
     /tmp/ops-mux-UID, the first that is private and short enough for a socket path."""
     # the last: $TMPDIR, else /tmp, as tempfile.gettempdir() finds it on a POSIX system,
     # without its import (which would cost every command in a deep repository path)
-    tmp = Path(os.environ.get("TMPDIR") or "/tmp")  # noqa: S108
+    tmp = Path(os.path.abspath(os.environ.get("TMPDIR") or "/tmp"))  # noqa: S108
     candidates = [repo_root / ".ops" / "mux", tmp / f"ops-mux-{os.getuid()}"]
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime:
