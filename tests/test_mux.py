@@ -11,6 +11,7 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -258,3 +259,30 @@ def test_notes_of_masters_gone_for_a_day_are_pruned(tmp_path: Path) -> None:
         os.utime(path, (stale, stale))
     prune(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bbb.lock", "ccc", "ccc.home"]
+
+
+def test_the_socket_dir_is_the_first_private_one_that_fits(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """$XDG_RUNTIME_DIR/ops-mux, else the repository's .ops/mux, else $TMPDIR (or /tmp) as
+    tempfile would find it, a relative one taken from the current directory; each only when
+    its socket paths fit in a socket address."""
+    from ops.hosts.mux import control_dir
+
+    uid = os.getuid()
+    base = Path(tempfile.mkdtemp(prefix="m", dir="/tmp"))  # short enough for socket paths
+    try:
+        short, deep = base / "repo", base / ("d" * 60) / ("e" * 60)
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(base / "run"))
+        assert control_dir(short) == base / "run" / "ops-mux"
+        monkeypatch.delenv("XDG_RUNTIME_DIR")
+        assert control_dir(short) == short / ".ops" / "mux"
+        (base / "t").mkdir()
+        monkeypatch.setenv("TMPDIR", str(base / "t"))
+        assert control_dir(deep) == base / "t" / f"ops-mux-{uid}"
+        (base / "rel").mkdir()
+        monkeypatch.chdir(base)
+        monkeypatch.setenv("TMPDIR", "rel")
+        assert control_dir(deep) == base / "rel" / f"ops-mux-{uid}"
+        assert stat.S_IMODE((base / "rel" / f"ops-mux-{uid}").stat().st_mode) == 0o700
+    finally:
+        shutil.rmtree(base)
