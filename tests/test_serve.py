@@ -169,7 +169,11 @@ def test_bad_requests_get_no_work_done_and_it_serves_on(
             reader.readline()
             sock.sendall(junk)
             sock.shutdown(socket.SHUT_WR)
-            assert reader.read() == b"", junk[:40]  # closed without an answer
+            try:
+                said = reader.read()
+            except ConnectionResetError:  # closed with junk still unread: Linux says reset
+                said = b""
+            assert said == b"", junk[:40]  # closed without an answer
     head, body = ask(path, ["version"])
     assert head["exit"] == 0 and json.loads(body)["schema"] == "ops.runner_version/1"
     assert proc.poll() is None
